@@ -1,0 +1,30 @@
+# Two targets for a fresh machine; each does its own set-up first.
+#   make train   set up .venv, then train the seed GAN on the shipped MNIST (runs/mnist)
+#   make test    set up .venv, then run the test suite (what CI runs)
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# A CPU wheel: an unpinned torch would pull a multi-GB CUDA build. GPU users: see README.
+TORCH_SPEC ?= torch==2.13.0
+
+.PHONY: setup train test bench clean
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q "$(TORCH_SPEC)"
+	$(BIN)/pip install -q -e ".[test,torch]"
+	touch $@
+
+train: setup
+	$(BIN)/python -m gan_jax.train --out-dir runs/mnist $(ARGS)
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+bench: setup
+	$(BIN)/python -m benchmarks.step_throughput $(ARGS)
+
+clean:
+	rm -rf $(VENV) runs

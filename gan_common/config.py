@@ -1,0 +1,203 @@
+"""The one spec both backends train: a frozen dataclass, and the CLI generated from it.
+
+Every field carries a one-line reason (its `help`); `build_parser` turns the fields into
+flags, so `gan_jax.train` and `gan_torch.train` accept exactly the same command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+from typing import Any, Sequence
+
+from gan_common.errors import UserError
+
+DATASETS = ("mnist", "fashion_mnist", "kmnist")
+DATA_SOURCES = ("auto", "package", "idx", "tfds")
+G_LOSSES = ("non_saturating", "minimax")
+
+
+def _field(default: Any, help: str, **extra: Any) -> Any:
+    return dataclasses.field(default=default, metadata={"help": help, **extra})
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    # --- the model (Goodfellow et al. 2014 MLP, as in the seed tutorial) ---
+    latent_dim: int = _field(100, "size of the noise vector z ~ N(0, I) fed to G (the seed's 100)")
+    g_hidden: str = _field("256,512", "G's hidden widths, comma separated (the seed's 256,512)")
+    d_hidden: str = _field("512,256", "D's hidden widths, comma separated (the seed's 512,256)")
+    leaky_slope: float = _field(0.2, "negative slope of D's LeakyReLU (the seed's 0.2)")
+    # --- the game ---
+    g_loss: str = _field(
+        "non_saturating",
+        "G's loss: non_saturating -log D(G(z)) (strong early gradients) or minimax log(1 - D(G(z))) (the original formula)",
+        choices=G_LOSSES,
+    )
+    # --- the optimisers: two independent Adams, the seed's settings ---
+    lr: float = _field(2e-4, "Adam learning rate of both G and D (the seed's 2e-4)")
+    beta1: float = _field(0.9, "Adam beta1 of both nets (the seed's 0.9; DCGAN recommends 0.5)")
+    beta2: float = _field(0.999, "Adam beta2 of both nets (PyTorch's default 0.999)")
+    adam_eps: float = _field(1e-8, "Adam epsilon, added to sqrt(v) as PyTorch and optax both do")
+    batch_size: int = _field(64, "images per step for D's real half; G and D's fake half draw as many noise vectors")
+    # --- the run ---
+    steps: int = _field(0, "total training steps of the run, counted from step 0 (0: use --epochs)")
+    epochs: float = _field(
+        25.0, "total length in passes over the training set when --steps is 0 (25 epochs: about 23k steps at batch 64)"
+    )
+    seed: int = _field(0, "run seed: weights, noise and the data order all derive from it")
+    dataset: str = _field("mnist", "training set (28x28 grey images)", choices=DATASETS)
+    data_source: str = _field(
+        "auto",
+        "where images come from: package (MNIST shipped in gan_common), idx (four IDX files in --data-dir), "
+        "tfds (tensorflow-datasets), auto (package for mnist, idx if found, else tfds)",
+        choices=DATA_SOURCES,
+    )
+    data_dir: str = _field("", "folder of the four IDX files (idx) or tfds data_dir (tfds); empty: the default")
+    out_dir: str = _field("runs/mnist", "where config.json, metrics.jsonl, samples/, losses.png and checkpoints/ go")
+    log_every: int = _field(200, "steps between metrics.jsonl lines (losses are averaged over the interval)")
+    sample_every: int = _field(2000, "steps between sample grids, drawn from one fixed noise batch")
+    checkpoint_every: int = _field(5000, "steps between checkpoints (one is also written at the end and on Ctrl-C)")
+    steps_per_call: int = _field(
+        100, "training steps per compiled call (JAX lax.scan length); the host only wakes between calls"
+    )
+    resume: bool = _field(False, "continue the run in --out-dir from its newest checkpoint")
+
+    # ---------------------------------------------------------------- derived views
+    @property
+    def g_hidden_sizes(self) -> tuple[int, ...]:
+        return _widths(self.g_hidden, "--g-hidden")
+
+    @property
+    def d_hidden_sizes(self) -> tuple[int, ...]:
+        return _widths(self.d_hidden, "--d-hidden")
+
+    def total_steps(self, num_train: int) -> int:
+        """The run's length in steps: --steps, else --epochs full (partial-batch-free) epochs."""
+        if self.steps > 0:
+            return self.steps
+        return max(1, round(self.epochs * (num_train // self.batch_size)))
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json_file(cls, path: str) -> "Config":
+        try:
+            with open(path) as f:
+                raw = json.load(f)
+            names = {f.name for f in dataclasses.fields(cls)}
+            return cls(**{k: v for k, v in raw.items() if k in names})
+        except (OSError, ValueError, TypeError) as e:
+            raise UserError(f"cannot read run config {path}: {e}; expected a config.json written by a training run")
+
+
+def _widths(text: str, flag: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(s) for s in text.split(","))
+    except ValueError:
+        sizes = ()
+    if not sizes or min(sizes) <= 0:
+        raise UserError(f"{flag} {text!r} is not a list of positive widths; expected e.g. 256,512")
+    return sizes
+
+
+# Fields a resumed run may change: they set how long and how chattily it runs, not what it computes.
+RESUMABLE_OVERRIDES = frozenset(
+    {"steps", "epochs", "log_every", "sample_every", "checkpoint_every", "steps_per_call", "resume", "data_dir"}
+)
+
+
+def validate(config: Config) -> Config:
+    """Reject values no run can use, with one message naming the flag and what it accepts."""
+    c = config
+    positive_ints = ("batch_size", "latent_dim", "log_every", "sample_every", "checkpoint_every", "steps_per_call")
+    for name in positive_ints:
+        if getattr(c, name) <= 0:
+            raise UserError(f"--{_flag(name)} must be a positive integer, got {getattr(c, name)}")
+    if c.steps < 0:
+        raise UserError(f"--steps must be >= 0 (0 means use --epochs), got {c.steps}")
+    if c.steps == 0 and not c.epochs > 0:
+        raise UserError(f"--epochs must be > 0 when --steps is 0, got {c.epochs}")
+    if not c.lr > 0:
+        raise UserError(f"--lr must be > 0, got {c.lr}")
+    if not c.adam_eps > 0:
+        raise UserError(f"--adam-eps must be > 0, got {c.adam_eps}")
+    for name in ("beta1", "beta2"):
+        if not 0.0 <= getattr(c, name) < 1.0:
+            raise UserError(f"--{name} must be in [0, 1), got {getattr(c, name)}")
+    if not c.leaky_slope >= 0:
+        raise UserError(f"--leaky-slope must be >= 0, got {c.leaky_slope}")
+    c.g_hidden_sizes, c.d_hidden_sizes  # noqa: B018 -- parse them now so a bad list fails before training
+    for f in dataclasses.fields(c):
+        choices = f.metadata.get("choices")
+        if choices and getattr(c, f.name) not in choices:
+            raise UserError(f"--{_flag(f.name)} {getattr(c, f.name)!r} is not one of {', '.join(choices)}")
+    return c
+
+
+def _flag(name: str) -> str:
+    return name.replace("_", "-")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises UserError, so every bad flag ends in the same one-line message."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UserError(f"{message} (see --help)")
+
+
+def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    parser = _Parser(prog=prog, description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    for f in dataclasses.fields(Config):
+        flag = "--" + _flag(f.name)
+        # default=SUPPRESS: the namespace holds only flags the user typed (resume keeps the rest).
+        kwargs: dict[str, Any] = {"help": f.metadata["help"] + f" (default: {f.default})", "default": argparse.SUPPRESS}
+        if f.type in ("bool", bool):
+            kwargs["action"] = "store_true"
+        else:
+            kwargs["type"] = {"int": int, "float": float, "str": str}[f.type]
+            if "choices" in f.metadata:
+                kwargs["choices"] = f.metadata["choices"]
+            kwargs["metavar"] = f.name.upper() if "choices" not in f.metadata else None
+        parser.add_argument(flag, **kwargs)
+    return parser
+
+
+def parse_args(argv: Sequence[str] | None, prog: str, description: str) -> tuple[Config, set[str]]:
+    """Parse a command line into a validated Config and the set of fields the user set explicitly."""
+    ns = build_parser(prog, description).parse_args(argv)
+    given = dict(vars(ns))
+    return validate(Config(**given)), set(given)
+
+
+def resume_config(saved: Config, current: Config, given: set[str]) -> Config:
+    """The config of a resumed run: the saved one, with the overrides a resume may make."""
+    changed = sorted(
+        n for n in given if n not in RESUMABLE_OVERRIDES and n != "out_dir" and getattr(saved, n) != getattr(current, n)
+    )
+    if changed:
+        flags = ", ".join("--" + _flag(n) for n in changed)
+        raise UserError(
+            f"--resume cannot change {flags}: they define what the run computes; "
+            f"resume may change only {', '.join('--' + _flag(n) for n in sorted(RESUMABLE_OVERRIDES - {'resume'}))}"
+        )
+    overrides = {n: getattr(current, n) for n in given if n in RESUMABLE_OVERRIDES - {"resume"}}
+    if "steps" in given and "epochs" not in given:
+        overrides["epochs"] = saved.epochs
+    out = dataclasses.replace(saved, out_dir=current.out_dir, **overrides, resume=True)
+    return validate(out)
+
+
+def out_dir_is_writable(path: str) -> None:
+    """Fail now, not after an hour of training, if the output folder cannot be written."""
+    try:
+        os.makedirs(path, exist_ok=True)
+        probe = os.path.join(path, ".write_probe")
+        with open(probe, "w") as f:
+            f.write("ok")
+        os.remove(probe)
+    except OSError as e:
+        raise UserError(f"--out-dir {path!r} is not writable ({e.strerror or e}); choose a folder you can write to")

@@ -1,0 +1,225 @@
+"""The host side of a training run, shared by both backends.
+
+A backend only knows how to run steps, sample, and checkpoint. Everything a user sees
+(the run folder, metrics.jsonl, the progress bar, sample grids, losses.png, Ctrl-C and
+NaN handling) lives here once, so the two backends write the same files the same way.
+The backend's `run` may return device arrays without waiting for them; this loop fetches
+them only at log, sample and checkpoint boundaries, so the device runs ahead in between.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import sys
+import time
+from typing import Any, Protocol
+
+import numpy as np
+
+from gan_common.config import Config, out_dir_is_writable, resume_config
+from gan_common.errors import UserError
+from gan_common.images import save_grid
+
+METRIC_NAMES = ("d_loss", "g_loss", "d_real", "d_fake")  # columns of a backend's per-step metrics
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.jsonl"
+CHECKPOINT_DIR = "checkpoints"
+
+
+class TrainingDiverged(UserError):
+    """The losses became NaN or inf; the last good checkpoint is kept."""
+
+
+class Backend(Protocol):
+    step: int  # global steps done so far (host int, advanced by `run`)
+
+    def run(self, num_steps: int) -> Any:
+        """Queue `num_steps` training steps; return their metrics, (num_steps, 4), possibly not yet computed."""
+
+    def fetch(self, metrics: Any) -> np.ndarray:
+        """Wait for and return `run`'s metrics as a float64 (num_steps, 4) array (METRIC_NAMES)."""
+
+    def sample(self) -> np.ndarray:
+        """Images (64, H, W, C) in [-1, 1] from the run's fixed noise batch."""
+
+    def save_checkpoint(self) -> str:
+        """Write a checkpoint at `self.step` atomically; return its path."""
+
+
+def prepare_run(config: Config, given: set[str]) -> Config:
+    """Check the output folder and settle the run's config (a resumed run keeps its saved one)."""
+    out = config.out_dir
+    saved_path = os.path.join(out, CONFIG_FILE)
+    if config.resume:
+        if not os.path.isfile(saved_path):
+            raise UserError(f"--resume: {out!r} holds no run (no {CONFIG_FILE}); start a run there without --resume")
+        config = resume_config(Config.from_json_file(saved_path), config, given)
+    elif os.path.exists(saved_path) or os.path.isdir(os.path.join(out, CHECKPOINT_DIR)):
+        raise UserError(
+            f"--out-dir {out!r} already holds a run; pass --resume to continue it or choose another --out-dir"
+        )
+    out_dir_is_writable(out)
+    tmp = saved_path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(config.to_json() + "\n")
+    os.replace(tmp, saved_path)
+    return config
+
+
+class _SigintFlag:
+    """First Ctrl-C asks the loop to checkpoint and stop; a second one interrupts at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def __enter__(self) -> "_SigintFlag":
+        self._old = signal.getsignal(signal.SIGINT)
+        try:
+            signal.signal(signal.SIGINT, self._handle)
+        except ValueError:  # not the main thread: no handler, Ctrl-C behaves as usual
+            self._old = None
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc) -> None:
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+
+
+def _next_boundary(step: int, every: int) -> int:
+    return (step // every + 1) * every
+
+
+def train_loop(config: Config, backend: Backend, total_steps: int, steps_per_epoch: int, backend_name: str) -> dict:
+    """Drive `backend` to `total_steps`, writing every run output; return the last logged metrics."""
+    from tqdm import tqdm
+
+    out = config.out_dir
+    metrics_path = os.path.join(out, METRICS_FILE)
+    _truncate_metrics(metrics_path, backend.step)
+    pending: list[tuple[int, Any]] = []  # (first step, metrics handle) not yet fetched
+    last: dict = {}
+    t_log, step_log = time.perf_counter(), backend.step
+    t_start = time.time()
+    print(f"[{backend_name}] training {config.dataset} from step {backend.step} to {total_steps} "
+          f"({steps_per_epoch} steps/epoch, batch {config.batch_size}) -> {out}", file=sys.stderr)
+    bar = tqdm(total=total_steps, initial=backend.step, unit="step", dynamic_ncols=True, file=sys.stderr,
+               disable=None)
+    with _SigintFlag() as sigint, bar, open(metrics_path, "a") as metrics_file:
+
+        def log(step: int) -> None:
+            """Fetch what the device has done since the last log, check it, and write one line."""
+            nonlocal pending, last, t_log, step_log
+            now = time.perf_counter()
+            rows = _fetch_checked(backend, pending, checkpoint_dir=os.path.join(out, CHECKPOINT_DIR))
+            pending = []
+            rate = (step - step_log) / max(now - t_log, 1e-9)
+            t_log, step_log = now, step
+            last = {"step": step, "epoch": step / steps_per_epoch,
+                    **{k: float(v) for k, v in zip(METRIC_NAMES, rows.mean(axis=0))},
+                    "steps_per_s": rate, "wall_time": time.time(), "elapsed_s": time.time() - t_start}
+            metrics_file.write(json.dumps(last) + "\n")
+            metrics_file.flush()
+            bar.set_postfix(epoch=f"{last['epoch']:.2f}", d=f"{last['d_loss']:.3f}", g=f"{last['g_loss']:.3f}",
+                            Dx=f"{last['d_real']:.2f}", DGz=f"{last['d_fake']:.2f}", refresh=False)
+
+        saved_step = backend.step
+        while backend.step < total_steps and not sigint.requested:
+            step = backend.step
+            stop = min(total_steps, step + config.steps_per_call,
+                       *(_next_boundary(step, e) for e in (config.log_every, config.sample_every,
+                                                           config.checkpoint_every)))
+            pending.append((step, backend.run(stop - step)))
+            bar.update(stop - step)
+            at_end = stop >= total_steps
+            do_ckpt = stop % config.checkpoint_every == 0 or at_end
+            if stop % config.log_every == 0 or stop % config.sample_every == 0 or do_ckpt:
+                log(stop)  # also the NaN guard: no sample or checkpoint of a diverged state
+            if stop % config.sample_every == 0 or at_end:
+                save_grid(backend.sample(), os.path.join(out, "samples", f"step_{stop:07d}.png"))
+            if do_ckpt:
+                backend.save_checkpoint()
+                saved_step = stop
+        if sigint.requested and backend.step != saved_step:  # Ctrl-C: keep everything done so far
+            if pending:
+                log(backend.step)
+            backend.save_checkpoint()
+    plot_losses(metrics_path, os.path.join(out, "losses.png"))
+    if sigint.requested and backend.step < total_steps:
+        print(f"\ninterrupted: checkpoint written at step {backend.step}. Resume with:\n"
+              f"  python -m {backend_name}.train --out-dir {out} --resume", file=sys.stderr)
+    else:
+        print(f"done: {backend.step} steps; outputs in {out}", file=sys.stderr)
+    return last
+
+
+def _fetch_checked(backend: Backend, pending: list[tuple[int, Any]], checkpoint_dir: str) -> np.ndarray:
+    """Fetch pending metrics and stop at the first non-finite loss, naming its step."""
+    rows = []
+    for first, handle in pending:
+        block = backend.fetch(handle)
+        bad = np.flatnonzero(~np.isfinite(block[:, :2]).all(axis=1))
+        if bad.size:
+            raise TrainingDiverged(
+                f"losses became non-finite at step {first + int(bad[0]) + 1} (d_loss={block[bad[0], 0]}, "
+                f"g_loss={block[bad[0], 1]}); stopped without saving, the last good checkpoint in "
+                f"{checkpoint_dir} is kept. Try a lower --lr."
+            )
+        rows.append(block)
+    return np.concatenate(rows)
+
+
+def _truncate_metrics(path: str, step: int) -> None:
+    """On resume, drop log lines past the checkpoint so metrics.jsonl reads as one run."""
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        lines = [ln for ln in f if ln.strip()]
+    keep = [ln for ln in lines if json.loads(ln).get("step", 0) <= step]
+    if len(keep) != len(lines):
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            f.writelines(keep)
+        os.replace(tmp, path)
+
+
+def read_metrics(path: str) -> list[dict]:
+    with open(path) as f:
+        return [json.loads(ln) for ln in f if ln.strip()]
+
+
+def plot_losses(metrics_path: str, out_png: str) -> None:
+    """losses.png: D and G loss, and D's mean outputs on real and fake, against step."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = read_metrics(metrics_path) if os.path.exists(metrics_path) else []
+    if not rows:
+        return
+    steps = [r["step"] for r in rows]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    ax1.plot(steps, [r["d_loss"] for r in rows], label="D loss")
+    ax1.plot(steps, [r["g_loss"] for r in rows], label="G loss")
+    ax1.axhline(2 * math.log(2), color="grey", lw=0.8, ls="--", label="D loss at equilibrium (2 log 2)")
+    ax1.set_xlabel("step")
+    ax1.legend()
+    ax2.plot(steps, [r["d_real"] for r in rows], label="mean D(x)")
+    ax2.plot(steps, [r["d_fake"] for r in rows], label="mean D(G(z))")
+    ax2.axhline(0.5, color="grey", lw=0.8, ls="--")
+    ax2.set_xlabel("step")
+    ax2.set_ylim(0, 1)
+    ax2.legend()
+    fig.tight_layout()
+    tmp = out_png + ".tmp.png"
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, out_png)

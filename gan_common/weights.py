@@ -1,0 +1,54 @@
+"""The neutral weight file: what crosses between the backends (never an import).
+
+safetensors, float32, one tensor per parameter, keys `generator.<layer>.kernel|bias` and
+`discriminator.<layer>.kernel|bias`, dense kernels in (in, out) layout. The run's config
+rides along as metadata so that a reader can rebuild the models without the run folder.
+Each backend converts to and from its own layout at its boundary.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+import numpy as np
+
+from gan_common.config import Config
+from gan_common.errors import UserError
+
+WEIGHTS_FILE = "weights.safetensors"
+
+
+def mlp_layer_names(num_hidden: int) -> tuple[str, ...]:
+    """The MLP's layers, fc1 .. fc{num_hidden + 1}, the same attribute names in both backends."""
+    return tuple(f"fc{i + 1}" for i in range(num_hidden + 1))
+
+
+def save_weights(path: str, tensors: dict[str, np.ndarray], config: Config) -> None:
+    """Write the neutral file atomically (a crash leaves the old file or none, never half of one)."""
+    from safetensors.numpy import save_file
+
+    arrays = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in tensors.items()}
+    tmp = path + ".tmp"
+    save_file(arrays, tmp, metadata={"format": "gan-neutral-v1", "config": config.to_json()})
+    os.replace(tmp, path)
+
+
+def load_weights(path: str) -> tuple[dict[str, np.ndarray], Config]:
+    """Read a neutral file: its tensors and the config of the run that wrote it."""
+    from safetensors import safe_open
+
+    if not os.path.isfile(path):
+        raise UserError(f"no weight file at {path}; expected a {WEIGHTS_FILE} from a checkpoint of either backend")
+    try:
+        with safe_open(path, framework="numpy") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:  # safetensors raises its own error types for corrupt headers
+        raise UserError(f"{path} is not a readable safetensors file ({type(e).__name__}: {e})")
+    if meta.get("format") != "gan-neutral-v1" or "config" not in meta:
+        raise UserError(f"{path} is a safetensors file but not a gan neutral weight file (no gan-neutral-v1 metadata)")
+    raw = json.loads(meta["config"])
+    names = {f.name for f in dataclasses.fields(Config)}
+    return tensors, Config(**{k: v for k, v in raw.items() if k in names})

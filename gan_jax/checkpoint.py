@@ -1,0 +1,131 @@
+"""Checkpoints (orbax) and the neutral weight file, for the JAX backend.
+
+Layout, shared with gan_torch: `<out>/checkpoints/<step>/` holds orbax's `state` (params,
+both Adam states, step, run key) and `meta` (JSON), plus `weights.safetensors`, the neutral
+file either backend can sample from. Orbax writes each step to a temporary folder and
+renames it when complete, so a crash never leaves a half-written checkpoint.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+
+import jax
+import numpy as np
+from flax import nnx
+
+from gan_common.config import Config
+from gan_common.errors import UserError
+from gan_common.weights import WEIGHTS_FILE, load_weights, save_weights
+
+KEEP = 3  # newest checkpoints kept; older ones are deleted by orbax
+
+
+def _manager(root: str, create: bool):
+    import orbax.checkpoint as ocp
+
+    options = ocp.CheckpointManagerOptions(max_to_keep=KEEP, create=create, enable_async_checkpointing=False)
+    return ocp.CheckpointManager(os.path.abspath(root), options=options, item_names=("state", "meta"))
+
+
+# ----------------------------------------------------------------------------- neutral weights
+def export_weights(g_params: nnx.State, d_params: nnx.State) -> dict[str, np.ndarray]:
+    """Flax params -> neutral tensors `generator.fc1.kernel`, ...; flax Dense kernels are already (in, out)."""
+    out = {}
+    for net, params in (("generator", g_params), ("discriminator", d_params)):
+        for layer, leaves in nnx.to_pure_dict(params).items():
+            for name, value in leaves.items():
+                out[f"{net}.{layer}.{name}"] = np.asarray(value, np.float32)
+    return out
+
+
+def import_weights(tensors: dict[str, np.ndarray], g_params: nnx.State, d_params: nnx.State):
+    """Neutral tensors -> new (g_params, d_params) shaped like the given ones; every key must match."""
+    result = []
+    for net, params in (("generator", g_params), ("discriminator", d_params)):
+        pure = nnx.to_pure_dict(params)
+        for layer, leaves in pure.items():
+            for name, value in leaves.items():
+                key = f"{net}.{layer}.{name}"
+                if key not in tensors or tensors[key].shape != value.shape:
+                    got = tensors[key].shape if key in tensors else "missing"
+                    raise UserError(f"weight file does not fit the model: {key} is {got}, expected {value.shape}")
+                leaves[name] = jax.numpy.asarray(tensors[key])
+        nnx.replace_by_pure_dict(params, pure)
+        result.append(params)
+    return tuple(result)
+
+
+# ----------------------------------------------------------------------------- checkpoints
+def save(root: str, gan, state) -> str:
+    """Write the checkpoint of `state.step` under `root`; return its folder."""
+    import orbax.checkpoint as ocp
+
+    step = int(state.step)
+    with _manager(root, create=True) as mngr:
+        mngr.save(step, args=ocp.args.Composite(
+            state=ocp.args.StandardSave(state._asdict()),
+            meta=ocp.args.JsonSave({"step": step, "backend": "gan_jax", "config": gan.config.to_json()}),
+        ), force=True)
+        mngr.wait_until_finished()
+    folder = os.path.join(root, str(step))
+    save_weights(os.path.join(folder, WEIGHTS_FILE), export_weights(state.g_params, state.d_params), gan.config)
+    return folder
+
+
+def latest_step_dir(root: str) -> str:
+    """The newest complete checkpoint folder under `root` (orbax's temporary folders are ignored)."""
+    steps = sorted((int(os.path.basename(p)) for p in glob.glob(os.path.join(root, "*"))
+                    if os.path.basename(p).isdigit()), reverse=True)
+    if not steps:
+        raise UserError(f"no checkpoint in {root}; expected step folders written by a training run")
+    return os.path.join(root, str(steps[0]))
+
+
+def restore_latest(root: str, target):
+    """Restore the newest checkpoint under `root` into a state shaped like `target`."""
+    import orbax.checkpoint as ocp
+
+    if not os.path.isdir(root):
+        raise UserError(f"no checkpoints folder at {root}; --resume needs a run started with this --out-dir")
+    folder = latest_step_dir(root)
+    if not os.path.isdir(os.path.join(folder, "state")):
+        raise UserError(f"checkpoint {folder} holds no orbax state (written by gan_torch?); "
+                        f"resume a run with the backend that trained it")
+    abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, target._asdict())
+    try:
+        with _manager(root, create=False) as mngr:
+            restored = mngr.restore(int(os.path.basename(folder)),
+                                    args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
+    except Exception as e:  # orbax/tensorstore raise many types for damaged files
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise UserError(f"checkpoint {folder} is unreadable or corrupt ({type(e).__name__}: {first}); "
+                        f"delete that step folder to resume from the one before, or start afresh")
+    return type(target)(**restored["state"])
+
+
+def resolve_weights_file(path: str) -> str:
+    """A run folder, its checkpoints folder, one step folder, or a weights file -> the neutral file."""
+    if os.path.isfile(path):
+        return path
+    if not os.path.isdir(path):
+        raise UserError(f"--checkpoint {path!r} does not exist; expected a run folder, a checkpoint folder "
+                        f"or a {WEIGHTS_FILE}")
+    for candidate in (path, os.path.join(path, "checkpoints")):
+        if os.path.isfile(os.path.join(candidate, WEIGHTS_FILE)):
+            return os.path.join(candidate, WEIGHTS_FILE)
+        if os.path.isdir(candidate) and any(os.path.basename(p).isdigit() for p in glob.glob(os.path.join(candidate, "*"))):
+            return os.path.join(latest_step_dir(candidate), WEIGHTS_FILE)
+    raise UserError(f"--checkpoint {path!r} holds no checkpoint; expected a run folder, a checkpoint folder "
+                    f"or a {WEIGHTS_FILE}")
+
+
+def load_params(path: str) -> tuple[Config, nnx.State, nnx.State]:
+    """The config and (g_params, d_params) stored in the neutral file that `path` leads to."""
+    from gan_jax.train import create
+
+    tensors, config = load_weights(resolve_weights_file(path))
+    _, fresh = create(config)
+    g_params, d_params = import_weights(tensors, fresh.g_params, fresh.d_params)
+    return config, g_params, d_params

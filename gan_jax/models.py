@@ -1,0 +1,69 @@
+"""Generator and Discriminator of Goodfellow et al. (2014), as in the seed tutorial.
+
+Layers are attributes fc1, fc2, ... (the same names as gan_torch.models), so the neutral
+weight file maps one to one. Initialisation copies PyTorch's nn.Linear distribution,
+U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weights and biases, so independently initialised
+runs of the two backends play statistically the same game.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from gan_common.config import Config
+
+IMAGE_SHAPE = (28, 28, 1)
+IMAGE_SIZE = 28 * 28
+
+
+def torch_linear_init(fan_in: int):
+    """nn.Linear's default for weights and biases alike: U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
+    bound = 1.0 / math.sqrt(fan_in)
+
+    def init(key, shape, dtype=jnp.float32):
+        return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+    return init
+
+
+def _linear(n_in: int, n_out: int, rngs: nnx.Rngs) -> nnx.Linear:
+    init = torch_linear_init(n_in)
+    return nnx.Linear(n_in, n_out, kernel_init=init, bias_init=init, rngs=rngs)
+
+
+class Generator(nnx.Module):
+    """z (B, latent_dim) ~ N(0, I) -> images (B, 28, 28, 1) in [-1, 1]."""
+
+    def __init__(self, config: Config, rngs: nnx.Rngs):
+        widths = (config.latent_dim, *config.g_hidden_sizes, IMAGE_SIZE)
+        self.num_layers = len(widths) - 1
+        for i in range(self.num_layers):
+            setattr(self, f"fc{i + 1}", _linear(widths[i], widths[i + 1], rngs))
+
+    def __call__(self, z: jax.Array) -> jax.Array:
+        h = z  # (B, latent_dim)
+        for i in range(1, self.num_layers):
+            h = jax.nn.relu(getattr(self, f"fc{i}")(h))  # (B, 256) then (B, 512)
+        h = jnp.tanh(getattr(self, f"fc{self.num_layers}")(h))  # (B, 784) in [-1, 1]
+        return h.reshape(-1, *IMAGE_SHAPE)
+
+
+class Discriminator(nnx.Module):
+    """images (B, 28, 28, 1) -> logits (B,): no sigmoid inside, the losses use log-sigmoid."""
+
+    def __init__(self, config: Config, rngs: nnx.Rngs):
+        widths = (IMAGE_SIZE, *config.d_hidden_sizes, 1)
+        self.num_layers = len(widths) - 1
+        self.leaky_slope = config.leaky_slope
+        for i in range(self.num_layers):
+            setattr(self, f"fc{i + 1}", _linear(widths[i], widths[i + 1], rngs))
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        h = x.reshape(x.shape[0], IMAGE_SIZE)  # (B, 784)
+        for i in range(1, self.num_layers):
+            h = jax.nn.leaky_relu(getattr(self, f"fc{i}")(h), self.leaky_slope)  # (B, 512) then (B, 256)
+        return getattr(self, f"fc{self.num_layers}")(h)[:, 0]  # (B,) logits

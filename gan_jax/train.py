@@ -1,0 +1,256 @@
+"""Training: losses on logits, a pure `train_step`, and the fused K-steps-per-call loop.
+
+One step is Goodfellow et al. (2014), Algorithm 1 with k = 1:
+  1. real batch x and fresh noise z_d; D ascends log D(x) + log(1 - D(G(z_d)));
+  2. fresh noise z_g; G descends -log D(G(z_g)) (non-saturating) or log(1 - D(G(z_g)))
+     (minimax), through the D just updated.
+The hot loop (`make_train_chunk`) scans K such steps in one compiled call, with the uint8
+training set resident on the device; the host only wakes between calls.
+
+    python -m gan_jax.train --help
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import sys
+from typing import NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from gan_common.config import Config, parse_args
+from gan_common.datasets import load_dataset
+from gan_common.errors import UserError, cli_entry
+from gan_common.loop import CHECKPOINT_DIR, prepare_run, train_loop
+from gan_jax.models import Discriminator, Generator
+
+NUM_FIXED_SAMPLES = 64  # the sample grid: 8 x 8 digits from one noise batch fixed for the run
+
+
+# ----------------------------------------------------------------------------- losses
+def d_loss_fn(real_logits: jax.Array, fake_logits: jax.Array) -> jax.Array:
+    """-log sigma(D(x)) - log(1 - sigma(D(G(z)))), batch means summed; softplus is the stable form."""
+    # -log sigma(l) = softplus(-l);  -log(1 - sigma(l)) = softplus(l)
+    return jnp.mean(jax.nn.softplus(-real_logits)) + jnp.mean(jax.nn.softplus(fake_logits))
+
+
+def g_loss_fn(fake_logits: jax.Array, kind: str) -> jax.Array:
+    """G's loss on D's logits of fresh fakes: non_saturating -log sigma(l), minimax log(1 - sigma(l))."""
+    if kind == "non_saturating":
+        return jnp.mean(jax.nn.softplus(-fake_logits))
+    if kind == "minimax":
+        return -jnp.mean(jax.nn.softplus(fake_logits))
+    raise ValueError(f"unknown g_loss {kind!r}")
+
+
+# ----------------------------------------------------------------------------- state
+class TrainState(NamedTuple):
+    """Everything a step reads and writes; a pytree, donated to the compiled loop."""
+
+    g_params: nnx.State
+    d_params: nnx.State
+    g_opt: optax.OptState
+    d_opt: optax.OptState
+    step: jax.Array  # () int32: global steps done; with `key` it fixes the noise and data order
+    key: jax.Array  # (2,) uint32: the run key, jax.random.PRNGKey(seed)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Gan:
+    """The static half: graph definitions and optimisers. Hashed by identity, closed over by jit."""
+
+    config: Config
+    g_def: nnx.GraphDef
+    d_def: nnx.GraphDef
+    g_tx: optax.GradientTransformation
+    d_tx: optax.GradientTransformation
+
+    def generate(self, g_params: nnx.State, z: jax.Array) -> jax.Array:
+        return nnx.merge(self.g_def, g_params)(z)  # (B, 28, 28, 1) in [-1, 1]
+
+    def discriminate(self, d_params: nnx.State, x: jax.Array) -> jax.Array:
+        return nnx.merge(self.d_def, d_params)(x)  # (B,) logits
+
+
+# Streams derived from the run key with fold_in: resuming needs only (key, step).
+_INIT, _NOISE, _DATA, _FIXED = 0, 1, 2, 3
+
+
+def adam(config: Config) -> optax.GradientTransformation:
+    """torch.optim.Adam's update: eps outside the square root, bias-corrected moments."""
+    return optax.adam(config.lr, b1=config.beta1, b2=config.beta2, eps=config.adam_eps)
+
+
+def create(config: Config) -> tuple[Gan, TrainState]:
+    """Fresh models and optimisers for `config`, initialised from its seed."""
+    key = jax.random.PRNGKey(config.seed)
+    init_key = jax.random.fold_in(key, _INIT)
+    g_key, d_key = jax.random.split(init_key)
+    g_def, g_params = nnx.split(Generator(config, nnx.Rngs(params=g_key)))
+    d_def, d_params = nnx.split(Discriminator(config, nnx.Rngs(params=d_key)))
+    gan = Gan(config, g_def, d_def, adam(config), adam(config))
+    state = TrainState(
+        g_params=g_params,
+        d_params=d_params,
+        g_opt=gan.g_tx.init(g_params),
+        d_opt=gan.d_tx.init(d_params),
+        step=jnp.zeros((), jnp.int32),
+        key=key,
+    )
+    return gan, state
+
+
+# ----------------------------------------------------------------------------- one step
+def train_step(
+    gan: Gan, state: TrainState, x: jax.Array, z_d: jax.Array, z_g: jax.Array
+) -> tuple[TrainState, jax.Array]:
+    """One D step then one G step on given inputs; pure, so parity tests can feed both backends alike.
+
+    x: (B, 28, 28, 1) real images in [-1, 1]; z_d, z_g: (B, latent_dim) noise.
+    Returns the new state and metrics (4,) = [d_loss, g_loss, mean D(x), mean D(G(z_d))].
+    """
+    batch = x.shape[0]
+    fake_d = gan.generate(state.g_params, z_d)  # (B, 28, 28, 1); outside grad: no G backward in D's step
+
+    # Update D: maximise log D(x) + log(1 - D(G(z_d))). One D call on [real; fake] (same maths, one matmul).
+    def d_objective(d_params):
+        logits = gan.discriminate(d_params, jnp.concatenate([x, fake_d]))  # (2B,)
+        real, fake = logits[:batch], logits[batch:]
+        return d_loss_fn(real, fake), (real, fake)
+
+    (d_loss, (real_logits, fake_logits)), d_grads = jax.value_and_grad(d_objective, has_aux=True)(state.d_params)
+    d_updates, d_opt = gan.d_tx.update(d_grads, state.d_opt, state.d_params)
+    d_params = optax.apply_updates(state.d_params, d_updates)
+
+    # Update G: minimise -log D(G(z_g)) (or log(1 - D(G(z_g)))) through the updated D; D is a constant here.
+    def g_objective(g_params):
+        return g_loss_fn(gan.discriminate(d_params, gan.generate(g_params, z_g)), gan.config.g_loss)
+
+    g_loss, g_grads = jax.value_and_grad(g_objective)(state.g_params)
+    g_updates, g_opt = gan.g_tx.update(g_grads, state.g_opt, state.g_params)
+    g_params = optax.apply_updates(state.g_params, g_updates)
+
+    metrics = jnp.stack([d_loss, g_loss, jnp.mean(jax.nn.sigmoid(real_logits)), jnp.mean(jax.nn.sigmoid(fake_logits))])
+    new_state = TrainState(g_params, d_params, g_opt, d_opt, state.step + 1, state.key)
+    return new_state, metrics
+
+
+def step_noise(key: jax.Array, step: jax.Array, batch: int, latent_dim: int) -> tuple[jax.Array, jax.Array]:
+    """z_d, z_g (B, latent_dim) ~ N(0, I) for global step `step`: a function of (key, step) only."""
+    k_d, k_g = jax.random.split(jax.random.fold_in(jax.random.fold_in(key, _NOISE), step))
+    return jax.random.normal(k_d, (batch, latent_dim)), jax.random.normal(k_g, (batch, latent_dim))
+
+
+def epoch_permutation(key: jax.Array, epoch: jax.Array, num_train: int) -> jax.Array:
+    """The order of the training set in epoch `epoch`: a fresh permutation each epoch."""
+    return jax.random.permutation(jax.random.fold_in(jax.random.fold_in(key, _DATA), epoch), num_train)
+
+
+def scale_images(images_u8: jax.Array) -> jax.Array:
+    """uint8 [0, 255] -> float32 [-1, 1], the range of G's tanh."""
+    return images_u8.astype(jnp.float32) / 127.5 - 1.0
+
+
+# ----------------------------------------------------------------------------- the fused loop
+def make_train_chunk(gan: Gan, num_train: int):
+    """A compiled `train_chunk(state, data, num_steps) -> (state, metrics (num_steps, 4))`.
+
+    `data` is the whole uint8 training set (N, 28, 28, 1) on the device; each step gathers
+    its batch from the epoch's permutation, draws its noise from (key, step), and runs
+    `train_step`. The state is donated: its buffers are reused, never copied.
+    """
+    batch = gan.config.batch_size
+    steps_per_epoch = num_train // batch  # the final partial batch is dropped
+    latent_dim = gan.config.latent_dim
+
+    @functools.partial(jax.jit, static_argnames="num_steps", donate_argnums=0)
+    def train_chunk(state: TrainState, data: jax.Array, num_steps: int):
+        def body(carry, _):
+            state, perm = carry
+            epoch, pos = state.step // steps_per_epoch, state.step % steps_per_epoch
+            # A new epoch reshuffles; the permutation rides in the carry between epoch starts.
+            perm = jax.lax.cond(pos == 0, lambda: epoch_permutation(state.key, epoch, num_train), lambda: perm)
+            idx = jax.lax.dynamic_slice_in_dim(perm, pos * batch, batch)  # (B,)
+            x = scale_images(data[idx])  # (B, 28, 28, 1) in [-1, 1]
+            z_d, z_g = step_noise(state.key, state.step, batch, latent_dim)
+            state, metrics = train_step(gan, state, x, z_d, z_g)
+            return (state, perm), metrics
+
+        perm = epoch_permutation(state.key, state.step // steps_per_epoch, num_train)
+        (state, _), metrics = jax.lax.scan(body, (state, perm), length=num_steps)
+        return state, metrics  # metrics (num_steps, 4)
+
+    return train_chunk
+
+
+def fixed_noise(config: Config) -> jax.Array:
+    """The run's sample-grid noise (64, latent_dim): the same grid rows at every step, in both backends' runs."""
+    return jax.random.normal(jax.random.fold_in(jax.random.PRNGKey(config.seed), _FIXED),
+                             (NUM_FIXED_SAMPLES, config.latent_dim))
+
+
+# ----------------------------------------------------------------------------- the run
+class JaxBackend:
+    """gan_common.loop.Backend over the fused loop: `run` queues compiled calls, never waits."""
+
+    def __init__(self, config: Config, data_u8: np.ndarray, state: TrainState | None = None):
+        from gan_jax import checkpoint
+
+        self.gan, fresh = create(config)
+        self.state = state if state is not None else fresh
+        self.step = int(self.state.step)
+        self.data = jax.device_put(data_u8)  # (N, 28, 28, 1) uint8, once
+        self.train_chunk = make_train_chunk(self.gan, data_u8.shape[0])
+        self.z_fixed = fixed_noise(config)
+        self._sample = jax.jit(self.gan.generate)
+        self._checkpoint = checkpoint
+
+    def run(self, num_steps: int) -> jax.Array:
+        self.state, metrics = self.train_chunk(self.state, self.data, num_steps=num_steps)
+        self.step += num_steps
+        return metrics
+
+    def fetch(self, metrics: jax.Array) -> np.ndarray:
+        return np.asarray(metrics, dtype=np.float64)
+
+    def sample(self) -> np.ndarray:
+        return np.asarray(self._sample(self.state.g_params, self.z_fixed))
+
+    def save_checkpoint(self) -> str:
+        return self._checkpoint.save(os.path.join(self.gan.config.out_dir, CHECKPOINT_DIR), self.gan, self.state)
+
+
+def train_and_evaluate(config: Config, workdir: str | None = None, given: Sequence[str] = ()) -> dict:
+    """Train (or resume) the run described by `config` in `workdir`; return the last logged metrics."""
+    from gan_jax import checkpoint
+
+    if workdir is not None:
+        config = dataclasses.replace(config, out_dir=workdir)
+    config = prepare_run(config, set(given))
+    train = load_dataset(config.dataset, "train", config.data_source, config.data_dir)
+    if config.batch_size > train.images.shape[0]:
+        raise UserError(f"--batch-size {config.batch_size} exceeds the {train.images.shape[0]} training images")
+    state = None
+    if config.resume:
+        gan, fresh = create(config)
+        state = checkpoint.restore_latest(os.path.join(config.out_dir, CHECKPOINT_DIR), fresh)
+    backend = JaxBackend(config, train.images, state)
+    steps_per_epoch = train.images.shape[0] // config.batch_size
+    return train_loop(config, backend, config.total_steps(train.images.shape[0]), steps_per_epoch, "gan_jax")
+
+
+@cli_entry
+def main(argv: Sequence[str] | None = None) -> int:
+    config, given = parse_args(argv, "python -m gan_jax.train", __doc__.splitlines()[0] + " (JAX backend)")
+    train_and_evaluate(config, given=given)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

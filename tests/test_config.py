@@ -1,0 +1,94 @@
+"""The shared config and CLI: flags come from the dataclass, bad values end in one clear line."""
+
+import dataclasses
+import subprocess
+import sys
+
+import pytest
+
+from gan_common.config import Config, build_parser, parse_args, resume_config
+from gan_common.errors import UserError
+
+
+def parse(*argv):
+    return parse_args(list(argv), "test", "test")
+
+
+def test_every_field_is_a_flag_with_a_reason():
+    parser = build_parser("test", "test")
+    flags = {a.dest: a for a in parser._actions if a.dest != "help"}
+    for f in dataclasses.fields(Config):
+        assert f.name in flags, f.name
+        assert len(f.metadata["help"]) > 15, f"{f.name} needs a one-line reason"
+
+
+def test_defaults_are_the_seed_spec():
+    c, given = parse()
+    assert given == set()
+    assert (c.latent_dim, c.g_hidden_sizes, c.d_hidden_sizes) == (100, (256, 512), (512, 256))
+    assert (c.lr, c.beta1, c.beta2, c.adam_eps, c.batch_size, c.leaky_slope) == (2e-4, 0.9, 0.999, 1e-8, 64, 0.2)
+    assert c.g_loss == "non_saturating" and c.dataset == "mnist"
+    assert c.total_steps(60000) == 25 * 937  # epochs count whole batches only: 60000 // 64 = 937
+
+
+def test_flags_parse_into_the_dataclass():
+    c, given = parse("--steps", "600", "--g-loss", "minimax", "--beta1", "0.5", "--batch-size", "128")
+    assert (c.steps, c.g_loss, c.beta1, c.batch_size) == (600, "minimax", 0.5, 128)
+    assert given == {"steps", "g_loss", "beta1", "batch_size"}
+    assert c.total_steps(60000) == 600
+
+
+@pytest.mark.parametrize(
+    "argv, fragment",
+    [
+        (["--batch-size", "0"], "--batch-size must be a positive integer"),
+        (["--batch-size", "-3"], "--batch-size must be a positive integer"),
+        (["--lr", "0"], "--lr must be > 0"),
+        (["--lr=-1e-3"], "--lr must be > 0"),
+        (["--beta1", "1.0"], "--beta1 must be in [0, 1)"),
+        (["--beta2", "-0.1"], "--beta2 must be in [0, 1)"),
+        (["--dataset", "cifar100"], "invalid choice: 'cifar100'"),
+        (["--g-loss", "wasserstein"], "invalid choice: 'wasserstein'"),
+        (["--steps", "-5"], "--steps must be >= 0"),
+        (["--steps", "ten"], "invalid int value"),
+        (["--g-hidden", "256,x"], "--g-hidden"),
+        (["--no-such-flag"], "unrecognized arguments"),
+    ],
+)
+def test_bad_flags_raise_one_clear_error(argv, fragment):
+    with pytest.raises(UserError, match=None) as e:
+        parse(*argv)
+    assert fragment in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_resume_keeps_the_saved_spec_and_takes_only_length_and_interval_overrides():
+    saved = Config(steps=400, lr=1e-3, out_dir="a")
+    current, given = parse("--steps", "600", "--log-every", "50", "--out-dir", "a", "--resume")
+    c = resume_config(saved, current, given)
+    assert (c.steps, c.log_every, c.lr, c.resume) == (600, 50, 1e-3, True)
+    current, given = parse("--lr", "5e-4", "--resume")
+    with pytest.raises(UserError, match="--resume cannot change --lr"):
+        resume_config(saved, current, given)
+
+
+def test_cli_help_explains_every_flag_and_bad_flag_exits_2_without_traceback():
+    out = subprocess.run([sys.executable, "-m", "gan_jax.train", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0
+    for f in dataclasses.fields(Config):
+        assert "--" + f.name.replace("_", "-") in out.stdout
+    bad = subprocess.run([sys.executable, "-m", "gan_jax.train", "--lr", "-1"], capture_output=True, text=True)
+    assert bad.returncode == 2
+    assert bad.stderr.strip() == "error: --lr must be > 0, got -1.0"
+
+
+def test_gan_common_imports_neither_framework():
+    code = (
+        "import sys, gan_common, gan_common.config, gan_common.datasets, gan_common.images, gan_common.loop, "
+        "gan_common.weights, gan_common.sampling\n"
+        "import importlib.util\n"
+        "if importlib.util.find_spec('gan_common.metrics'): import gan_common.metrics\n"
+        "bad = [m for m in ('jax', 'torch', 'flax', 'tensorflow') if m in sys.modules]\n"
+        "assert not bad, bad"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
