@@ -60,6 +60,10 @@ class Config:
     log_every: int = _field(200, "steps between metrics.jsonl lines (losses are averaged over the interval)")
     sample_every: int = _field(2000, "steps between sample grids, drawn from one fixed noise batch")
     checkpoint_every: int = _field(5000, "steps between checkpoints (one is also written at the end and on Ctrl-C)")
+    eval_every: int = _field(
+        0, "steps between FID-MNIST and class-coverage evaluations logged to metrics.jsonl (0: off; MNIST only)"
+    )
+    eval_samples: int = _field(2000, "generated images per --eval-every evaluation (more: less noisy, slower)")
     steps_per_call: int = _field(
         100, "training steps per compiled call (JAX lax.scan length); the host only wakes between calls"
     )
@@ -106,7 +110,8 @@ def _widths(text: str, flag: str) -> tuple[int, ...]:
 
 # Fields a resumed run may change: they set how long and how chattily it runs, not what it computes.
 RESUMABLE_OVERRIDES = frozenset(
-    {"steps", "epochs", "log_every", "sample_every", "checkpoint_every", "steps_per_call", "resume", "data_dir"}
+    {"steps", "epochs", "log_every", "sample_every", "checkpoint_every", "eval_every", "eval_samples", "steps_per_call",
+     "resume", "data_dir"}
 )
 
 
@@ -117,6 +122,10 @@ def validate(config: Config) -> Config:
     for name in positive_ints:
         if getattr(c, name) <= 0:
             raise UserError(f"--{_flag(name)} must be a positive integer, got {getattr(c, name)}")
+    if c.eval_every < 0 or c.eval_samples < 10:
+        raise UserError(f"--eval-every must be >= 0 and --eval-samples >= 10, got {c.eval_every}, {c.eval_samples}")
+    if c.eval_every and c.dataset != "mnist":
+        raise UserError(f"--eval-every measures FID-MNIST with an MNIST classifier; it needs --dataset mnist")
     if c.steps < 0:
         raise UserError(f"--steps must be >= 0 (0 means use --epochs), got {c.steps}")
     if c.steps == 0 and not c.epochs > 0:

@@ -15,7 +15,7 @@ import os
 import signal
 import sys
 import time
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 import numpy as np
 
@@ -47,6 +47,9 @@ class Backend(Protocol):
 
     def save_checkpoint(self) -> str:
         """Write a checkpoint at `self.step` atomically; return its path."""
+
+    def generate(self, z: np.ndarray) -> np.ndarray:
+        """Images (N, H, W, C) in [-1, 1] from noise z (N, latent_dim), for --eval-every."""
 
 
 def prepare_run(config: Config, given: set[str]) -> Config:
@@ -97,8 +100,14 @@ def _next_boundary(step: int, every: int) -> int:
     return (step // every + 1) * every
 
 
-def train_loop(config: Config, backend: Backend, total_steps: int, steps_per_epoch: int, backend_name: str) -> dict:
-    """Drive `backend` to `total_steps`, writing every run output; return the last logged metrics."""
+def train_loop(config: Config, backend: Backend, total_steps: int, steps_per_epoch: int, backend_name: str,
+               evaluator: Callable[[np.ndarray], dict] | None = None) -> dict:
+    """Drive `backend` to `total_steps`, writing every run output; return the last logged metrics.
+
+    `evaluator(images) -> dict` (e.g. FID-MNIST and coverage) runs every `config.eval_every`
+    steps on `config.eval_samples` images from a fixed noise set; its keys join that log line.
+    """
+    from gan_common.sampling import sample_noise
     from tqdm import tqdm
 
     out = config.out_dir
@@ -118,6 +127,7 @@ def train_loop(config: Config, backend: Backend, total_steps: int, steps_per_epo
             """Fetch what the device has done since the last log, check it, and write one line."""
             nonlocal pending, last, t_log, step_log
             now = time.perf_counter()
+            extra = {}
             rows = _fetch_checked(backend, pending, checkpoint_dir=os.path.join(out, CHECKPOINT_DIR))
             pending = []
             rate = (step - step_log) / max(now - t_log, 1e-9)
@@ -125,22 +135,26 @@ def train_loop(config: Config, backend: Backend, total_steps: int, steps_per_epo
             last = {"step": step, "epoch": step / steps_per_epoch,
                     **{k: float(v) for k, v in zip(METRIC_NAMES, rows.mean(axis=0))},
                     "steps_per_s": rate, "wall_time": time.time(), "elapsed_s": time.time() - t_start}
+            if evaluator is not None and config.eval_every and step % config.eval_every == 0:
+                last.update(evaluator(backend.generate(eval_z)))
+                t_log = time.perf_counter()  # evaluation time is not training time
             metrics_file.write(json.dumps(last) + "\n")
             metrics_file.flush()
             bar.set_postfix(epoch=f"{last['epoch']:.2f}", d=f"{last['d_loss']:.3f}", g=f"{last['g_loss']:.3f}",
                             Dx=f"{last['d_real']:.2f}", DGz=f"{last['d_fake']:.2f}", refresh=False)
 
+        eval_z = sample_noise(config.eval_samples, config.latent_dim, seed=config.seed + 1) if evaluator else None
         saved_step = backend.step
         while backend.step < total_steps and not sigint.requested:
             step = backend.step
-            stop = min(total_steps, step + config.steps_per_call,
-                       *(_next_boundary(step, e) for e in (config.log_every, config.sample_every,
-                                                           config.checkpoint_every)))
+            intervals = (config.log_every, config.sample_every, config.checkpoint_every, config.eval_every or total_steps)
+            stop = min(total_steps, step + config.steps_per_call, *(_next_boundary(step, e) for e in intervals))
             pending.append((step, backend.run(stop - step)))
             bar.update(stop - step)
             at_end = stop >= total_steps
             do_ckpt = stop % config.checkpoint_every == 0 or at_end
-            if stop % config.log_every == 0 or stop % config.sample_every == 0 or do_ckpt:
+            do_eval = evaluator is not None and config.eval_every and stop % config.eval_every == 0
+            if stop % config.log_every == 0 or stop % config.sample_every == 0 or do_ckpt or do_eval:
                 log(stop)  # also the NaN guard: no sample or checkpoint of a diverged state
             if stop % config.sample_every == 0 or at_end:
                 save_grid(backend.sample(), os.path.join(out, "samples", f"step_{stop:07d}.png"))

@@ -222,6 +222,9 @@ class JaxBackend:
     def sample(self) -> np.ndarray:
         return np.asarray(self._sample(self.state.g_params, self.z_fixed))
 
+    def generate(self, z: np.ndarray) -> np.ndarray:
+        return np.asarray(self._sample(self.state.g_params, jnp.asarray(z)))
+
     def save_checkpoint(self) -> str:
         return self._checkpoint.save(os.path.join(self.gan.config.out_dir, CHECKPOINT_DIR), self.gan, self.state)
 
@@ -242,7 +245,11 @@ def train_and_evaluate(config: Config, workdir: str | None = None, given: Sequen
         state = checkpoint.restore_latest(os.path.join(config.out_dir, CHECKPOINT_DIR), fresh)
     backend = JaxBackend(config, train.images, state)
     steps_per_epoch = train.images.shape[0] // config.batch_size
-    return train_loop(config, backend, config.total_steps(train.images.shape[0]), steps_per_epoch, "gan_jax")
+    evaluator = None
+    if config.eval_every:
+        from gan_jax.evaluate import fid_and_coverage as evaluator
+    return train_loop(config, backend, config.total_steps(train.images.shape[0]), steps_per_epoch, "gan_jax",
+                      evaluator)
 
 
 @cli_entry

@@ -51,7 +51,7 @@ def test_losses_stay_finite_where_probabilities_underflow():
 @pytest.fixture(scope="module")
 def run40(tmp_path_factory):
     out = str(tmp_path_factory.mktemp("run") / "r")
-    assert run_cli("--out-dir", out, "--steps", "40", *FAST) == 0
+    assert run_cli("--out-dir", out, "--steps", "40", *FAST, "--eval-every", "20", "--eval-samples", "300") == 0
     return out
 
 
@@ -62,6 +62,9 @@ def test_cli_writes_every_output(run40):
     for key in ("step", "epoch", "d_loss", "g_loss", "d_real", "d_fake", "steps_per_s", "wall_time"):
         assert all(np.isfinite(r[key]) for r in rows), key
     assert all(0 < r["d_real"] < 1 and 0 < r["d_fake"] < 1 for r in rows)
+    # --eval-every 20: FID-MNIST and coverage join the log lines of steps 20 and 40 only.
+    assert [r["step"] for r in rows if "fid_mnist" in r] == [20, 40]
+    assert all(r["fid_mnist"] > 0 and 1 <= r["classes_covered"] <= 10 for r in rows if "fid_mnist" in r)
     assert sorted(os.listdir(os.path.join(run40, "samples"))) == ["step_0000020.png", "step_0000040.png"]
     assert os.path.getsize(os.path.join(run40, "losses.png")) > 10_000
     ckpt = os.path.join(run40, "checkpoints", "40")
@@ -84,6 +87,19 @@ def test_sample_cli_writes_npy_and_png(run40, tmp_path):
     assert x.shape == (10, 28, 28, 1) and x.dtype == np.float32 and -1 <= x.min() and x.max() <= 1
     assert sample.main(["--checkpoint", os.path.join(run40, "checkpoints", "20"), "--num", "9", "--out", png]) == 0
     assert os.path.getsize(png) > 0
+
+
+def test_evaluate_cli_scores_a_checkpoint(run40, tmp_path):
+    from gan_jax import evaluate
+
+    out = str(tmp_path / "eval.json")
+    assert evaluate.main(["--checkpoint", run40, "--num", "500", "--json", out]) == 0
+    result = json.load(open(out))
+    for key in ("fid_mnist", "kid", "classifier_score", "classes_covered", "precision", "recall"):
+        assert np.isfinite(result[key]), key
+    assert result["num_samples"] == 500
+    # 40 steps of training: far from real digits (real-vs-real FID is about 2; see docs/evaluation.md).
+    assert result["fid_mnist"] > 50
 
 
 def test_sample_cli_rejects_missing_and_corrupt_checkpoints(tmp_path, capsys):
