@@ -1,16 +1,14 @@
-"""The MNIST classifier behind the sample-quality metrics: features for FID/KID/precision-recall,
-probabilities for the classifier score and mode coverage.
+"""The MNIST classifier behind the sample-quality metrics, in Flax NNX: features for
+FID/KID/precision-recall, probabilities for the classifier score and mode coverage.
 
-Inception features mean little on 28x28 digits, so we train a small convnet on MNIST itself
-and ship its weights (gan_jax/assets/mnist_classifier.safetensors, ~1.7 MB). The file's SHA-256
-is pinned below: a metric is only comparable across runs if it comes from the same network.
-Inputs are on the GAN's scale, uint8 / 127.5 - 1 in [-1, 1].
+The network, its weight file and the file's pinned SHA-256 are specified in
+gan_common.classifier_spec (gan_torch.classifier builds the same network from the same file).
+Inputs are on the GAN's scale, uint8 / 127.5 - 1 in [-1, 1]. Training lives here too.
 """
 
 from __future__ import annotations
 
 import functools
-import hashlib
 import os
 import time
 from typing import Callable
@@ -21,19 +19,18 @@ import numpy as np
 import optax
 from flax import nnx
 
-from gan_common.errors import UserError
-
-CLASSIFIER_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets", "mnist_classifier.safetensors")
-# SHA-256 of the shipped file; retraining changes it, and with it every reported metric.
-CLASSIFIER_SHA256 = "37c29921259821cc0bca5140c9ac5dfa57fd08a1a96c10fb8fff20a1f7c754a1"
-FORMAT = "gan-mnist-classifier-v1"
-LAYERS = ("conv1", "conv2", "fc1", "fc2")
-FEATURE_DIM = 128
-NUM_CLASSES = 10
-# MNIST's training pixel mean and std (0.1307, 0.3081 on [0, 1]) moved to the [-1, 1] scale:
-# centring the mostly -1 background speeds training and keeps fewer ReLUs dead.
-PIXEL_MEAN, PIXEL_STD = 2 * 0.1307 - 1, 2 * 0.3081
-RETRAIN = "python -m gan_jax.train_classifier --out gan_jax/assets/mnist_classifier.safetensors"
+from gan_common.classifier_spec import (  # re-exported: the names callers used before the spec moved
+    CLASSIFIER_PATH,
+    CLASSIFIER_SHA256,
+    FEATURE_DIM,
+    FORMAT,
+    LAYERS,
+    NUM_CLASSES,
+    PIXEL_MEAN,
+    PIXEL_STD,
+    file_sha256,
+    load_classifier_tensors,
+)
 
 
 class MnistClassifier(nnx.Module):
@@ -78,38 +75,13 @@ def save_classifier(model: MnistClassifier, path: str, test_accuracy: float) -> 
     return file_sha256(path)
 
 
-def file_sha256(path: str) -> str:
-    with open(path, "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()
-
-
 def load_classifier(path: str = CLASSIFIER_PATH, expected_sha256: str | None = CLASSIFIER_SHA256) -> MnistClassifier:
     """The shipped classifier, refused unless its SHA-256 is the pinned one (None skips the check)."""
-    from safetensors.numpy import load_file
-
-    if not os.path.isfile(path):
-        raise UserError(f"no classifier weights at {path}; reinstall the package or retrain with: {RETRAIN}")
-    digest = file_sha256(path)
-    if expected_sha256 is not None and digest != expected_sha256:
-        raise UserError(
-            f"classifier weights {path} have sha256 {digest[:16]}..., expected {expected_sha256[:16]}...; "
-            f"the file is corrupt or from another training run, so its metrics would not be comparable. "
-            f"Reinstall the package (or retrain with {RETRAIN} and update CLASSIFIER_SHA256)"
-        )
-    try:
-        tensors = load_file(path)
-    except Exception as e:  # safetensors raises its own error types for corrupt headers
-        raise UserError(f"{path} is not a readable safetensors file ({type(e).__name__}: {e})")
+    tensors = load_classifier_tensors(path, expected_sha256)  # checked shapes, HWIO / (in, out) as flax keeps them
     model = MnistClassifier(nnx.Rngs(0))
     for layer in LAYERS:
         for p in ("kernel", "bias"):
-            var = getattr(getattr(model, layer), p)
-            key = f"classifier.{layer}.{p}"
-            want = var[...].shape
-            if key not in tensors or tensors[key].shape != want:
-                got = tensors[key].shape if key in tensors else "missing"
-                raise UserError(f"{path}: {key} is {got}, expected {want}; not an MNIST classifier file")
-            var[...] = jnp.asarray(tensors[key], jnp.float32)
+            getattr(getattr(model, layer), p)[...] = jnp.asarray(tensors[f"classifier.{layer}.{p}"])
     return model
 
 

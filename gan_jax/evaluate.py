@@ -4,177 +4,32 @@
     python -m gan_jax.evaluate --checkpoint runs/mnist --num 10000 --seed 0
     python -m gan_jax.evaluate --real-baselines
 
-Features and probabilities come from gan_jax.classifier; the maths is gan_common.metrics.
+Features and probabilities come from gan_jax.classifier; the checks, references, metrics and
+CLI are gan_common.evaluation's, shared with gan_torch.evaluate.
 FID falls with N, so compare fid_mnist only at the same --num (10000, the size of the reference).
 """
 
 from __future__ import annotations
 
-import argparse
-import functools
-import json
-import os
 import sys
+from typing import Sequence
 
-import numpy as np
+from gan_common.errors import cli_entry
+from gan_common.evaluation import Evaluator, evaluate_main
+from gan_jax.classifier import features_and_probs
 
-from gan_common import metrics
-from gan_common.errors import UserError, cli_entry
-from gan_jax.classifier import features_and_probs, to_model_scale
-
-METRIC_KEYS = (
-    "fid_mnist",
-    "kid",
-    "kid_std",
-    "classifier_score",
-    "classes_covered",
-    "class_kl",
-    "precision",
-    "recall",
-    "num_samples",
-)
-REFERENCES = ("test", "train")
-REFERENCE_SIZE = 10_000
-MIN_SAMPLES = 10  # k-NN radii need > 3 points and covariances a few; below ~5000 the numbers are noisy anyway
-
-
-@functools.cache
-def reference_outputs(name: str = "test") -> dict[str, np.ndarray]:
-    """Classifier outputs on 10k real images: the MNIST test set, or the first 10k training images."""
-    from gan_common.datasets import load_dataset
-
-    if name not in REFERENCES:
-        raise UserError(f"unknown reference {name!r}; expected one of {', '.join(REFERENCES)}")
-    data = load_dataset("mnist", name)
-    images = np.asarray(to_model_scale(data.images[:REFERENCE_SIZE]))  # (10000, 28, 28, 1) in [-1, 1]
-    feats, probs = features_and_probs(images)
-    mu, sigma = metrics.feature_moments(feats)
-    return {"feats": feats, "probs": probs, "labels": data.labels[:REFERENCE_SIZE], "mu": mu, "sigma": sigma}
-
-
-def check_images(images: np.ndarray, what: str = "images") -> np.ndarray:
-    """(N, 28, 28, 1) floats in [-1, 1] as float32, or a UserError saying what is wrong."""
-    images = np.asarray(images)
-    if not np.issubdtype(images.dtype, np.floating):
-        hint = " (scale uint8 images with x / 127.5 - 1)" if images.dtype == np.uint8 else ""
-        raise UserError(f"{what} have dtype {images.dtype}, expected float32 in [-1, 1]{hint}")
-    if images.ndim != 4 or images.shape[1:] != (28, 28, 1):
-        hint = " (add a channel axis: x[..., None])" if images.shape[1:] == (28, 28) else ""
-        raise UserError(f"{what} have shape {images.shape}, expected (N, 28, 28, 1){hint}")
-    if images.shape[0] < MIN_SAMPLES:
-        raise UserError(f"{what} hold {images.shape[0]} images; the metrics need at least {MIN_SAMPLES}")
-    if not np.all(np.isfinite(images)):
-        raise UserError(f"{what} contain NaN or inf")
-    lo, hi = float(images.min()), float(images.max())
-    if lo < -1.0 - 1e-3 or hi > 1.0 + 1e-3:  # 1e-3: float rounding of a tanh output, not a [0, 1] or [0, 255] image
-        raise UserError(f"{what} range over [{lo:.3g}, {hi:.3g}], expected [-1, 1] (the GAN's tanh scale)")
-    return images.astype(np.float32, copy=False)
-
-
-def score(
-    feats: np.ndarray, probs: np.ndarray, ref: dict[str, np.ndarray], kid_subset_size: int = 1000, kid_subsets: int = 100, seed: int = 0
-) -> dict[str, float | int]:
-    """All metrics of classifier outputs (N, 128) and (N, 10) against `reference_outputs(name)`."""
-    kid, kid_std = metrics.kernel_inception_distance(feats, ref["feats"], kid_subset_size, kid_subsets, seed)
-    coverage = metrics.mode_coverage(probs.argmax(1), ref["labels"])
-    precision, recall = metrics.precision_recall(ref["feats"], feats, k=3)
-    return {
-        "fid_mnist": metrics.frechet_distance_from_moments(*metrics.feature_moments(feats), ref["mu"], ref["sigma"]),
-        "kid": kid,
-        "kid_std": kid_std,
-        "classifier_score": metrics.classifier_score(probs),
-        "classes_covered": coverage["classes_covered"],
-        "class_kl": coverage["class_kl"],
-        "precision": precision,
-        "recall": recall,
-        "num_samples": int(feats.shape[0]),
-    }
-
-
-def evaluate_images(images: np.ndarray, reference: str = "test", seed: int = 0) -> dict[str, float | int]:
-    """All metrics of (N, 28, 28, 1) images in [-1, 1] against 10k real MNIST images, as one flat dict."""
-    feats, probs = features_and_probs(check_images(images))  # (N, 128), (N, 10)
-    return score(feats, probs, reference_outputs(reference), seed=seed)
-
-
-def fid_and_coverage(images: np.ndarray) -> dict[str, float | int]:
-    """The cheap pair for logging during training: FID against the test set and classes covered.
-
-    No k-NN or KID subsets, so a few thousand images cost a second or two on a CPU. FID at a
-    given N is comparable only with FID at the same N.
-    """
-    ref = reference_outputs("test")
-    feats, probs = features_and_probs(check_images(images))
-    return {
-        "fid_mnist": metrics.frechet_distance_from_moments(*metrics.feature_moments(feats), ref["mu"], ref["sigma"]),
-        "classes_covered": metrics.mode_coverage(probs.argmax(1), ref["labels"])["classes_covered"],
-    }
-
-
-def real_baselines(seed: int = 0) -> dict[str, float | int]:
-    """The floor: the first 10k training images scored against the 10k test images, plus
-    `classifier_score_real`, the classifier score of the test set itself."""
-    train, test = reference_outputs("train"), reference_outputs("test")
-    out = score(train["feats"], train["probs"], test, seed=seed)
-    out["classifier_score_real"] = metrics.classifier_score(test["probs"])
-    return out
-
-
-def generate_from_checkpoint(path: str, num: int, seed: int, batch_size: int = 1000) -> np.ndarray:
-    """`num` images from a run dir, checkpoint dir or neutral weight file, z ~ N(0, I) from `seed`."""
-    from gan_jax.sample import load_generator
-
-    generate, config = load_generator(path)
-    z = np.random.default_rng(seed).standard_normal((num, config.latent_dim), dtype=np.float32)  # (N, latent_dim)
-    return np.concatenate([np.asarray(generate(z[s : s + batch_size])) for s in range(0, num, batch_size)])
-
-
-def load_samples(path: str) -> np.ndarray:
-    if not os.path.isfile(path):
-        raise UserError(f"no samples file at {path}; expected a .npy of (N, 28, 28, 1) float32 in [-1, 1]")
-    try:
-        images = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as e:
-        raise UserError(f"{path} is not a readable .npy array ({type(e).__name__}: {e})")
-    return check_images(images, what=f"samples in {path}")
-
-
-def format_table(results: dict[str, float | int]) -> str:
-    width = max(len(k) for k in results)
-    return "\n".join(
-        f"{k:<{width}}  {v:.4f}" if isinstance(v, float) else f"{k:<{width}}  {v}" for k, v in results.items()
-    )
+EVALUATOR = Evaluator(features_and_probs)  # one per process: its 10k-image references are cached
+reference_outputs = EVALUATOR.reference_outputs
+evaluate_images = EVALUATOR.evaluate_images
+fid_and_coverage = EVALUATOR.fid_and_coverage
+real_baselines = EVALUATOR.real_baselines
 
 
 @cli_entry
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--samples", help=".npy of (N, 28, 28, 1) float32 images in [-1, 1]")
-    source.add_argument("--checkpoint", help="a run dir, a checkpoint dir or a neutral weights.safetensors")
-    source.add_argument("--real-baselines", action="store_true", help="score 10k training images (the floor)")
-    parser.add_argument("--num", type=int, default=REFERENCE_SIZE, help="images to draw with --checkpoint")
-    parser.add_argument("--seed", type=int, default=0, help="seed of z for --checkpoint and of KID's subsets")
-    parser.add_argument("--reference", default="test", choices=REFERENCES, help="10k real images to compare with")
-    parser.add_argument("--json", help="also write the metrics as one flat JSON object here")
-    args = parser.parse_args(argv)
-    if args.real_baselines:
-        results = real_baselines(args.seed)
-    else:
-        if args.checkpoint:
-            if args.num < MIN_SAMPLES:
-                raise UserError(f"--num {args.num} is too small; the metrics need at least {MIN_SAMPLES} images")
-            images = check_images(generate_from_checkpoint(args.checkpoint, args.num, args.seed), "generated images")
-        else:
-            images = load_samples(args.samples)
-        results = evaluate_images(images, args.reference, seed=args.seed)
-    print(format_table(results))
-    if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=2)
-            f.write("\n")
-    return 0
+def main(argv: Sequence[str] | None = None) -> int:
+    from gan_jax.sample import load_generator
+
+    return evaluate_main(argv, "python -m gan_jax.evaluate", EVALUATOR, load_generator)
 
 
 if __name__ == "__main__":

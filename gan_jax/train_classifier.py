@@ -1,9 +1,9 @@
 """Train the metrics classifier and write its weight file.
 
-    python -m gan_jax.train_classifier --out gan_jax/assets/mnist_classifier.safetensors
+    python -m gan_jax.train_classifier --out gan_common/assets/mnist_classifier.safetensors
 
 About 3 epochs on a 2-core CPU in a few minutes to >= 99% test accuracy; prints the file's
-SHA-256, which must then replace CLASSIFIER_SHA256 in gan_jax/classifier.py.
+SHA-256, which must then replace CLASSIFIER_SHA256 in gan_common/classifier_spec.py.
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ import sys
 import numpy as np
 import pytest
 
+from gan_common import evaluation
 from gan_common.datasets import load_dataset
 from gan_common.errors import UserError
 from gan_jax import classifier, evaluate
@@ -64,7 +65,7 @@ def test_evaluate_cli_on_real_images(tmp_path, test_images, capsys):
     np.save(samples, images[:500])
     assert evaluate.main(["--samples", str(samples), "--json", str(out)]) == 0
     results = json.loads(out.read_text())
-    assert set(results) == set(evaluate.METRIC_KEYS)
+    assert set(results) == set(evaluation.METRIC_KEYS)
     assert results["num_samples"] == 500 and results["classes_covered"] == 10
     assert results["precision"] == 1.0  # each sample is also a reference point, inside its own ball
     assert "fid_mnist" in capsys.readouterr().out
@@ -94,4 +95,4 @@ def test_evaluate_cli_rejects_bad_samples(tmp_path):
 )
 def test_check_images_says_what_is_wrong(images, message):
     with pytest.raises(UserError, match=message):
-        evaluate.check_images(images)
+        evaluation.check_images(images)

@@ -162,3 +162,13 @@ def test_precision_recall_matches_brute_force_for_any_chunk():
 def test_metrics_imports_neither_framework():
     code = "import sys, gan_common.metrics; sys.exit(bool({'jax', 'torch', 'flax'} & set(sys.modules)))"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_evaluation_and_classifier_spec_import_neither_framework():
+    """Both backends score through these, so a user with one framework installed must be able to load them."""
+    code = (
+        "import sys, gan_common.evaluation, gan_common.classifier_spec\n"
+        "gan_common.classifier_spec.load_classifier_tensors()\n"
+        "sys.exit(bool({'jax', 'torch', 'flax'} & set(sys.modules)))"
+    )
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0

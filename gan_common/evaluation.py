@@ -1,0 +1,187 @@
+"""Sample-quality evaluation with the shipped MNIST classifier, for either backend.
+
+A backend supplies one function, `features_and_probs(images (N, 28, 28, 1) float32 in [-1, 1])
+-> (feats (N, 128), probs (N, 10))` (see gan_common.classifier_spec); everything else (input
+checks, the real references, the metric maths of gan_common.metrics, the evaluate CLI) is here,
+so both backends report the same numbers under the same keys.
+FID falls with N, so compare fid_mnist only at the same N (10000, the size of the reference).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from typing import Callable, Sequence
+
+import numpy as np
+
+from gan_common import metrics
+from gan_common.errors import UserError
+
+FeaturesAndProbs = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+METRIC_KEYS = (
+    "fid_mnist",
+    "kid",
+    "kid_std",
+    "classifier_score",
+    "classes_covered",
+    "class_kl",
+    "precision",
+    "recall",
+    "num_samples",
+)
+REFERENCES = ("test", "train")
+REFERENCE_SIZE = 10_000
+MIN_SAMPLES = 10  # k-NN radii need > 3 points and covariances a few; below ~5000 the numbers are noisy anyway
+
+
+def check_images(images: np.ndarray, what: str = "images") -> np.ndarray:
+    """(N, 28, 28, 1) floats in [-1, 1] as float32, or a UserError saying what is wrong."""
+    images = np.asarray(images)
+    if not np.issubdtype(images.dtype, np.floating):
+        hint = " (scale uint8 images with x / 127.5 - 1)" if images.dtype == np.uint8 else ""
+        raise UserError(f"{what} have dtype {images.dtype}, expected float32 in [-1, 1]{hint}")
+    if images.ndim != 4 or images.shape[1:] != (28, 28, 1):
+        hint = " (add a channel axis: x[..., None])" if images.shape[1:] == (28, 28) else ""
+        raise UserError(f"{what} have shape {images.shape}, expected (N, 28, 28, 1){hint}")
+    if images.shape[0] < MIN_SAMPLES:
+        raise UserError(f"{what} hold {images.shape[0]} images; the metrics need at least {MIN_SAMPLES}")
+    if not np.all(np.isfinite(images)):
+        raise UserError(f"{what} contain NaN or inf")
+    lo, hi = float(images.min()), float(images.max())
+    if lo < -1.0 - 1e-3 or hi > 1.0 + 1e-3:  # 1e-3: float rounding of a tanh output, not a [0, 1] or [0, 255] image
+        raise UserError(f"{what} range over [{lo:.3g}, {hi:.3g}], expected [-1, 1] (the GAN's tanh scale)")
+    return images.astype(np.float32, copy=False)
+
+
+def score(
+    feats: np.ndarray, probs: np.ndarray, ref: dict[str, np.ndarray], kid_subset_size: int = 1000, kid_subsets: int = 100, seed: int = 0
+) -> dict[str, float | int]:
+    """All metrics of classifier outputs (N, 128) and (N, 10) against `Evaluator.reference_outputs(name)`."""
+    kid, kid_std = metrics.kernel_inception_distance(feats, ref["feats"], kid_subset_size, kid_subsets, seed)
+    coverage = metrics.mode_coverage(probs.argmax(1), ref["labels"])
+    precision, recall = metrics.precision_recall(ref["feats"], feats, k=3)
+    return {
+        "fid_mnist": metrics.frechet_distance_from_moments(*metrics.feature_moments(feats), ref["mu"], ref["sigma"]),
+        "kid": kid,
+        "kid_std": kid_std,
+        "classifier_score": metrics.classifier_score(probs),
+        "classes_covered": coverage["classes_covered"],
+        "class_kl": coverage["class_kl"],
+        "precision": precision,
+        "recall": recall,
+        "num_samples": int(feats.shape[0]),
+    }
+
+
+def format_table(results: dict[str, float | int]) -> str:
+    width = max(len(k) for k in results)
+    return "\n".join(
+        f"{k:<{width}}  {v:.4f}" if isinstance(v, float) else f"{k:<{width}}  {v}" for k, v in results.items()
+    )
+
+
+def load_samples(path: str) -> np.ndarray:
+    if not os.path.isfile(path):
+        raise UserError(f"no samples file at {path}; expected a .npy of (N, 28, 28, 1) float32 in [-1, 1]")
+    try:
+        images = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise UserError(f"{path} is not a readable .npy array ({type(e).__name__}: {e})")
+    return check_images(images, what=f"samples in {path}")
+
+
+class Evaluator:
+    """The metrics as seen through one backend's classifier; the real references are computed
+    once per instance, since 10k forward passes cost more than scoring a few thousand samples."""
+
+    def __init__(self, features_and_probs: FeaturesAndProbs):
+        self.features_and_probs = features_and_probs
+        self._references: dict[str, dict[str, np.ndarray]] = {}
+
+    def reference_outputs(self, name: str = "test") -> dict[str, np.ndarray]:
+        """Classifier outputs on 10k real images: the MNIST test set, or the first 10k training images."""
+        from gan_common.datasets import load_dataset
+
+        if name not in REFERENCES:
+            raise UserError(f"unknown reference {name!r}; expected one of {', '.join(REFERENCES)}")
+        if name not in self._references:
+            data = load_dataset("mnist", name)
+            images = data.images[:REFERENCE_SIZE].astype(np.float32) / 127.5 - 1.0  # (10000, 28, 28, 1) in [-1, 1]
+            feats, probs = self.features_and_probs(images)
+            mu, sigma = metrics.feature_moments(feats)
+            labels = data.labels[:REFERENCE_SIZE]
+            self._references[name] = {"feats": feats, "probs": probs, "labels": labels, "mu": mu, "sigma": sigma}
+        return self._references[name]
+
+    def evaluate_images(self, images: np.ndarray, reference: str = "test", seed: int = 0) -> dict[str, float | int]:
+        """All metrics of (N, 28, 28, 1) images in [-1, 1] against 10k real MNIST images, as one flat dict."""
+        feats, probs = self.features_and_probs(check_images(images))  # (N, 128), (N, 10)
+        return score(feats, probs, self.reference_outputs(reference), seed=seed)
+
+    def fid_and_coverage(self, images: np.ndarray) -> dict[str, float | int]:
+        """The cheap pair for logging during training: FID against the test set and classes covered.
+
+        No k-NN or KID subsets, so a few thousand images cost a second or two on a CPU. FID at a
+        given N is comparable only with FID at the same N.
+        """
+        ref = self.reference_outputs("test")
+        feats, probs = self.features_and_probs(check_images(images))
+        return {
+            "fid_mnist": metrics.frechet_distance_from_moments(*metrics.feature_moments(feats), ref["mu"], ref["sigma"]),
+            "classes_covered": metrics.mode_coverage(probs.argmax(1), ref["labels"])["classes_covered"],
+        }
+
+    def real_baselines(self, seed: int = 0) -> dict[str, float | int]:
+        """The floor: the first 10k training images scored against the 10k test images, plus
+        `classifier_score_real`, the classifier score of the test set itself."""
+        train, test = self.reference_outputs("train"), self.reference_outputs("test")
+        out = score(train["feats"], train["probs"], test, seed=seed)
+        out["classifier_score_real"] = metrics.classifier_score(test["probs"])
+        return out
+
+
+# ------------------------------------------------------------------ the evaluate CLI of both backends
+def generate_images(generate: Callable[[np.ndarray], np.ndarray], latent_dim: int, num: int, seed: int,
+                    batch_size: int = 1000) -> np.ndarray:
+    """`num` images from `generate`, z ~ N(0, I) from `seed` as in the sample CLI (same z in either backend)."""
+    from gan_common.sampling import sample_noise
+
+    z = sample_noise(num, latent_dim, seed)  # (N, latent_dim)
+    return np.concatenate([np.asarray(generate(z[s : s + batch_size])) for s in range(0, num, batch_size)])
+
+
+def evaluate_main(argv: Sequence[str] | None, prog: str, evaluator: Evaluator, load_generator: Callable) -> int:
+    """`python -m gan_{jax,torch}.evaluate`; `load_generator(path) -> (generate, config)` is the backend's."""
+    parser = argparse.ArgumentParser(
+        prog=prog, description="Sample-quality numbers for generated MNIST digits, measured with the shipped MNIST classifier."
+    )
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--samples", help=".npy of (N, 28, 28, 1) float32 images in [-1, 1]")
+    source.add_argument("--checkpoint", help="a run dir, a checkpoint dir or a neutral weights.safetensors")
+    source.add_argument("--real-baselines", action="store_true", help="score 10k training images (the floor)")
+    parser.add_argument("--num", type=int, default=REFERENCE_SIZE, help="images to draw with --checkpoint")
+    parser.add_argument("--seed", type=int, default=0, help="seed of z for --checkpoint and of KID's subsets")
+    parser.add_argument("--reference", default="test", choices=REFERENCES, help="10k real images to compare with")
+    parser.add_argument("--json", help="also write the metrics as one flat JSON object here")
+    args = parser.parse_args(argv)
+    if args.real_baselines:
+        results = evaluator.real_baselines(args.seed)
+    else:
+        if args.checkpoint:
+            if args.num < MIN_SAMPLES:
+                raise UserError(f"--num {args.num} is too small; the metrics need at least {MIN_SAMPLES} images")
+            generate, config = load_generator(args.checkpoint)
+            images = check_images(generate_images(generate, config.latent_dim, args.num, args.seed), "generated images")
+        else:
+            images = load_samples(args.samples)
+        results = evaluator.evaluate_images(images, args.reference, seed=args.seed)
+    print(format_table(results))
+    if args.json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+            f.write("\n")
+    return 0
