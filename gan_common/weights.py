@@ -52,3 +52,38 @@ def load_weights(path: str) -> tuple[dict[str, np.ndarray], Config]:
     raw = json.loads(meta["config"])
     names = {f.name for f in dataclasses.fields(Config)}
     return tensors, Config(**{k: v for k, v in raw.items() if k in names})
+
+
+# ----------------------------------------------------------------------------- checkpoint folders
+# Both backends lay checkpoints out as <out>/checkpoints/<step>/ holding WEIGHTS_FILE, so
+# finding the newest one, or the neutral file a user points at, is framework-free.
+def step_dirs(root: str) -> list[int]:
+    """Steps of the complete checkpoint folders under `root`, newest first (temporary folders ignored)."""
+    if not os.path.isdir(root):
+        return []
+    return sorted((int(n) for n in os.listdir(root) if n.isdigit() and os.path.isdir(os.path.join(root, n))),
+                  reverse=True)
+
+
+def latest_step_dir(root: str) -> str:
+    """The newest complete checkpoint folder under `root`."""
+    steps = step_dirs(root)
+    if not steps:
+        raise UserError(f"no checkpoint in {root}; expected step folders written by a training run")
+    return os.path.join(root, str(steps[0]))
+
+
+def resolve_weights_file(path: str) -> str:
+    """A run folder, its checkpoints folder, one step folder, or a weights file -> the neutral file."""
+    if os.path.isfile(path):
+        return path
+    if not os.path.isdir(path):
+        raise UserError(f"--checkpoint {path!r} does not exist; expected a run folder, a checkpoint folder "
+                        f"or a {WEIGHTS_FILE}")
+    for candidate in (path, os.path.join(path, "checkpoints")):
+        if os.path.isfile(os.path.join(candidate, WEIGHTS_FILE)):
+            return os.path.join(candidate, WEIGHTS_FILE)
+        if step_dirs(candidate):
+            return os.path.join(latest_step_dir(candidate), WEIGHTS_FILE)
+    raise UserError(f"--checkpoint {path!r} holds no checkpoint; expected a run folder, a checkpoint folder "
+                    f"or a {WEIGHTS_FILE}")

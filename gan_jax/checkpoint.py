@@ -8,7 +8,6 @@ renames it when complete, so a crash never leaves a half-written checkpoint.
 
 from __future__ import annotations
 
-import glob
 import os
 
 import jax
@@ -17,7 +16,7 @@ from flax import nnx
 
 from gan_common.config import Config
 from gan_common.errors import UserError
-from gan_common.weights import WEIGHTS_FILE, load_weights, save_weights
+from gan_common.weights import WEIGHTS_FILE, latest_step_dir, load_weights, resolve_weights_file, save_weights
 
 KEEP = 3  # newest checkpoints kept; older ones are deleted by orbax
 
@@ -74,15 +73,6 @@ def save(root: str, gan, state) -> str:
     return folder
 
 
-def latest_step_dir(root: str) -> str:
-    """The newest complete checkpoint folder under `root` (orbax's temporary folders are ignored)."""
-    steps = sorted((int(os.path.basename(p)) for p in glob.glob(os.path.join(root, "*"))
-                    if os.path.basename(p).isdigit()), reverse=True)
-    if not steps:
-        raise UserError(f"no checkpoint in {root}; expected step folders written by a training run")
-    return os.path.join(root, str(steps[0]))
-
-
 def restore_latest(root: str, target):
     """Restore the newest checkpoint under `root` into a state shaped like `target`."""
     import orbax.checkpoint as ocp
@@ -103,22 +93,6 @@ def restore_latest(root: str, target):
         raise UserError(f"checkpoint {folder} is unreadable or corrupt ({type(e).__name__}: {first}); "
                         f"delete that step folder to resume from the one before, or start afresh")
     return type(target)(**restored["state"])
-
-
-def resolve_weights_file(path: str) -> str:
-    """A run folder, its checkpoints folder, one step folder, or a weights file -> the neutral file."""
-    if os.path.isfile(path):
-        return path
-    if not os.path.isdir(path):
-        raise UserError(f"--checkpoint {path!r} does not exist; expected a run folder, a checkpoint folder "
-                        f"or a {WEIGHTS_FILE}")
-    for candidate in (path, os.path.join(path, "checkpoints")):
-        if os.path.isfile(os.path.join(candidate, WEIGHTS_FILE)):
-            return os.path.join(candidate, WEIGHTS_FILE)
-        if os.path.isdir(candidate) and any(os.path.basename(p).isdigit() for p in glob.glob(os.path.join(candidate, "*"))):
-            return os.path.join(latest_step_dir(candidate), WEIGHTS_FILE)
-    raise UserError(f"--checkpoint {path!r} holds no checkpoint; expected a run folder, a checkpoint folder "
-                    f"or a {WEIGHTS_FILE}")
 
 
 def load_params(path: str) -> tuple[Config, nnx.State, nnx.State]:

@@ -153,8 +153,12 @@ def epoch_permutation(key: jax.Array, epoch: jax.Array, num_train: int) -> jax.A
 
 
 def scale_images(images_u8: jax.Array) -> jax.Array:
-    """uint8 [0, 255] -> float32 [-1, 1], the range of G's tanh."""
-    return images_u8.astype(jnp.float32) / 127.5 - 1.0
+    """uint8 [0, 255] -> float32 [-1, 1], the range of G's tanh.
+
+    (u - 127.5) / 127.5 rather than u / 127.5 - 1: XLA turns the division into a multiply by a
+    rounded 1/127.5, which the first form keeps exactly inside [-1, 1] (255 -> 1.0, not 1.0000001).
+    """
+    return (images_u8.astype(jnp.float32) - 127.5) / 127.5
 
 
 # ----------------------------------------------------------------------------- the fused loop

@@ -1,0 +1,152 @@
+"""The analytic FLOP count of one training step: the minimum the algorithm needs, for GFLOP/s.
+
+Counts only the dense layers' matrix products, 2*m*n*k each (a multiply and an add per
+term). Elementwise work (biases, activations, losses, the bias gradients' column sums) and
+both Adam updates are ignored: O(rows * width) or O(params), against O(rows * width^2).
+
+One step, B = batch:
+  D step: G forward on z_d (B rows, no backward: fakes are constants for D);
+          D forward on [real; fake] (2B rows); D backward: weight grads of every layer,
+          input grads of every layer but the first (nothing needs d/dx of the images).
+  G step: G forward on z_g (B rows); D forward through the updated D (B rows);
+          D backward for input grads only, the first layer's included (it feeds G),
+          no D weight grads; G backward: weight grads of every layer, input grads of
+          every layer but the first (nothing needs d/dz).
+
+    python -m benchmarks.flops --batch-size 64      # breakdown and XLA's count of the same step
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import math
+import re
+import sys
+from typing import Sequence
+
+from gan_common.config import Config
+
+IMAGE_SIZE = 28 * 28  # G's output and D's input, as in both backends' models
+
+
+def widths(config: Config) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Layer widths of G (latent -> ... -> 784) and D (784 -> ... -> 1)."""
+    g = (config.latent_dim, *config.g_hidden_sizes, IMAGE_SIZE)
+    d = (IMAGE_SIZE, *config.d_hidden_sizes, 1)
+    return g, d
+
+
+def _macs(ws: Sequence[int], skip_first: bool = False) -> int:
+    """Multiply-adds per row of one pass over the dense layers `ws` (optionally without the first layer)."""
+    pairs = list(zip(ws[:-1], ws[1:]))
+    return sum(a * b for a, b in (pairs[1:] if skip_first else pairs))
+
+
+def step_flops(config: Config, batch: int) -> dict[str, int]:
+    """The breakdown of one step's matmul FLOPs at `batch`, in execution order; 'total' last."""
+    g, d = widths(config)
+    B = batch
+    parts = {
+        "d_step  G forward (B rows, no grad)": 2 * B * _macs(g),
+        "d_step  D forward (2B rows)": 2 * 2 * B * _macs(d),
+        "d_step  D weight grads (2B rows)": 2 * 2 * B * _macs(d),
+        "d_step  D input grads, not layer 1 (2B rows)": 2 * 2 * B * _macs(d, skip_first=True),
+        "g_step  G forward (B rows)": 2 * B * _macs(g),
+        "g_step  D forward (B rows)": 2 * B * _macs(d),
+        "g_step  D input grads, all layers (B rows)": 2 * B * _macs(d),
+        "g_step  G weight grads (B rows)": 2 * B * _macs(g),
+        "g_step  G input grads, not layer 1 (B rows)": 2 * B * _macs(g, skip_first=True),
+    }
+    parts["total"] = sum(parts.values())
+    return parts
+
+
+def flops_per_step(config: Config, batch: int) -> int:
+    return step_flops(config, batch)["total"]
+
+
+def format_breakdown(parts: dict[str, int]) -> str:
+    total = parts["total"]
+    lines = [f"  {name:<46} {v / 1e9:10.6f} GFLOP  {100 * v / total:5.1f}%" for name, v in parts.items()]
+    return "\n".join(lines)
+
+
+def format_xla(xla: dict, analytic: int) -> str:
+    def line(label: str, v: float | None, why: str) -> str:
+        if v is None:
+            return f"  {label:<38} (none: the backend calls a library)"
+        return f"  {label:<38} {v / 1e9:10.6f} GFLOP ({v / analytic:.4f} x analytic{why})"
+
+    return "\n".join([
+        line("dots JAX traces (before XLA):", xla["dots_traced"], ""),
+        line("dots XLA runs (after optimisation):", xla["dots"], "; k=1 outer products become multiplies"),
+        line("XLA cost_analysis flops (all ops):", xla["cost_analysis"], "; plus elementwise work and Adam"),
+    ])
+
+
+def xla_step_flops(config: Config, batch: int) -> dict[str, float]:
+    """XLA's own counts for the compiled single `gan_jax.train.train_step` at `batch`.
+
+    'dots_traced': 2 * out * contracted over the dots JAX hands to XLA (what autodiff asked for:
+      the like-for-like check of the analytic count);
+    'dots': the same over the dots left after XLA's optimisations (on GPUs these become library
+      calls, so None there);
+    'cost_analysis': XLA's total for the compiled step (elementwise ops and Adam included).
+    """
+    import jax
+    import jax.numpy as jnp
+
+    from gan_jax import train
+
+    gan, state = train.create(dataclasses.replace(config, batch_size=batch))
+    x = jnp.zeros((batch, 28, 28, 1), jnp.float32)
+    z = jnp.zeros((batch, config.latent_dim), jnp.float32)
+    lowered = jax.jit(functools.partial(train.train_step, gan), donate_argnums=0).lower(state, x, z, z)
+    compiled = lowered.compile()
+    cost = compiled.cost_analysis()
+    if isinstance(cost, (list, tuple)):  # older jax: one dict per computation
+        cost = cost[0]
+    dots = hlo_dot_flops(compiled.as_text())
+    return {"dots_traced": float(hlo_dot_flops(lowered.as_text(dialect="hlo"))),
+            "dots": float(dots) if dots else None, "cost_analysis": float(cost["flops"])}
+
+
+# "[ROOT] [%]name = f32[64,256]{1,0} op(operands...), attrs": optimised and unoptimised HLO text alike.
+_INSTR = re.compile(r"^\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=\s*\w+\[([\d,]*)\]\S*\s+([\w\-]+)\((.*)")
+_FIRST_OPERAND = re.compile(r"\s*(?:\w+\[[\d,]*\](?:\{[\d,]*\})?\s+)?%?([\w.\-]+)")
+
+
+def hlo_dot_flops(hlo_text: str) -> int:
+    """Sum of 2 * prod(output dims) * prod(contracted lhs dims) over the dot instructions of an HLO module's text."""
+    shapes, dots = {}, []
+    for line in hlo_text.splitlines():
+        m = _INSTR.match(line)
+        if not m:
+            continue
+        name, dims, op, rest = m.groups()
+        shapes[name] = [int(d) for d in dims.split(",") if d]
+        if op == "dot":
+            lhs = _FIRST_OPERAND.match(rest).group(1)
+            contracting = re.search(r"lhs_contracting_dims=\{([\d,]*)\}", rest).group(1)
+            dots.append((shapes[name], lhs, [int(c) for c in contracting.split(",") if c]))
+    return sum(2 * math.prod(out) * math.prod(shapes[lhs][c] for c in cs) for out, lhs, cs in dots)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.flops", description=__doc__.splitlines()[0])
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--no-xla", action="store_true", help="skip XLA's count (no jax needed)")
+    args = parser.parse_args(argv)
+    config = Config(batch_size=args.batch_size)
+    parts = step_flops(config, args.batch_size)
+    print(f"analytic matmul FLOPs of one step at batch {args.batch_size}:")
+    print(format_breakdown(parts))
+    if not args.no_xla:
+        print(format_xla(xla_step_flops(config, args.batch_size), parts["total"]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# The step-throughput suite on one CUDA machine, in a few minutes; writes JSON, PNG, Markdown and the log.
+# Installs nothing: run it from any directory, inside an environment that already has jax[cuda], a CUDA
+# build of torch and this repository's dependencies.
+#
+#   benchmarks/gpu.sh [--tf32] [--out DIR] [more benchmarks.step_throughput flags, e.g. --repeats 7]
+#
+# --tf32   let both backends use TF32 matmuls (torch allow_tf32 on, jax precision tensorfloat32).
+#          Default: TF32 off in both (torch allow_tf32=False, jax_default_matmul_precision=highest),
+#          so both compute true float32, as the parity tests compare them.
+# --out    output folder (default bench_gpu_<date>; $OUT when set, as on the device runner).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+precision=float32
+out="${OUT:-bench_gpu_$(date +%Y%m%d_%H%M%S)}"
+extra=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --tf32) precision=tf32 ;;
+    --out) out="$2"; shift ;;
+    *) extra+=("$1") ;;
+  esac
+  shift
+done
+mkdir -p "$out"
+
+python - <<'PY'
+import sys
+import jax, torch
+problems = []
+if not torch.cuda.is_available():
+    problems.append(f"torch {torch.__version__} sees no CUDA device (a CPU build?)")
+if jax.default_backend() != "gpu":
+    problems.append(f"jax {jax.__version__} runs on {jax.default_backend()} (install jax[cuda12] or jax[cuda13])")
+if problems:
+    sys.exit("benchmarks/gpu.sh needs CUDA in both backends: " + "; ".join(problems))
+print("GPU:", torch.cuda.get_device_name(0), "| jax:", jax.devices()[0].device_kind)
+PY
+nvidia-smi > "$out/nvidia-smi.txt" 2>&1 || true
+
+# JAX and torch share one GPU: let JAX allocate on demand instead of taking 75% up front.
+export XLA_PYTHON_CLIENT_PREALLOCATE=false
+# torch.compile variants compile cold at two sizes only (launch-bound and compute-bound), to keep the run short.
+python -m benchmarks.step_throughput \
+  --batch-sizes 1,64,256,1024,4096,16384,65536 \
+  --compile-batch-sizes 64,65536 \
+  --repeats 5 --min-time 0.1 \
+  --matmul-precision "$precision" \
+  --json "$out/step_throughput.json" --plot "$out/step_throughput.png" --markdown "$out/step_throughput.md" \
+  ${extra[@]+"${extra[@]}"} 2>&1 | tee "$out/log.txt"
+echo "results in $out"

@@ -1,0 +1,210 @@
+"""PyTorch runners of the full GAN step for the throughput benchmark: the reference, then faster settings.
+
+Every runner does exactly gan_torch.train.train_step's algorithm (G(z_d) without grad; D on
+[real; fake]; Adam on D; G's loss through the updated D; Adam on G) and changes only how it
+executes. All of them keep the uint8 training set on the device, gather each batch with a
+permutation drawn up front and draw the noise there, as the JAX fused loop does inside its
+compiled call, so both sides time the same work: batch gather + scale + noise + both updates.
+
+  eager        gan_torch.train.train_step itself (default torch.optim.Adam).
+  tuned        the same maths with fused Adam, gradients from torch.autograd.grad (only the
+               tensors asked for: no D weight grads in G's step), no zero_grad pass.
+  compiled     `tuned` under torch.compile (default mode; inductor), with foreach Adam so that
+               inductor compiles the update too (it does not trace into the fused kernel).
+  compiled_ro  the same under torch.compile(mode="reduce-overhead") (CUDA graphs; CUDA only).
+  cuda_graph   the whole step, batch gather and noise included, captured once in a CUDA graph
+               with capturable Adam and replayed: one launch per step (CUDA only).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from gan_common.config import Config
+from gan_torch import train as ref
+
+VARIANTS = ("eager", "tuned", "compiled", "compiled_ro", "cuda_graph")
+CUDA_ONLY = ("compiled_ro", "cuda_graph")
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for queued device work (CPU ops are synchronous already)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def adam_impl(device: torch.device) -> dict:
+    """The fastest Adam kernel the device supports: fused if torch has it there, else foreach."""
+    probe = torch.nn.Parameter(torch.zeros(1, device=device))
+    try:
+        torch.optim.Adam([probe], fused=True)
+        return {"fused": True}
+    except (RuntimeError, ValueError):
+        return {"foreach": True}
+
+
+def to_device(images_u8: np.ndarray, device: torch.device) -> torch.Tensor:
+    """The uint8 training set (N, 28, 28, 1) as a tensor on `device`, once per benchmark run."""
+    return torch.from_numpy(np.array(images_u8, dtype=np.uint8)).to(device)  # np.array: a writable copy
+
+
+class Batches:
+    """Training batches straight from the uint8 set on the device, in the order of one permutation drawn up front."""
+
+    def __init__(self, data_u8: torch.Tensor, batch: int, latent_dim: int, seed: int = 0):
+        self.data = data_u8  # (N, 28, 28, 1) uint8, on the device
+        n, self.device = data_u8.shape[0], data_u8.device
+        self.perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).to(self.device)  # (N,)
+        self.batch, self.latent_dim = batch, latent_dim
+        self.steps_per_epoch = n // batch  # the final partial batch is dropped, as in both backends
+        self.pos = 0
+
+    def next(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x (B, 28, 28, 1) in [-1, 1], z_d and z_g (B, latent_dim) ~ N(0, I)."""
+        b = self.batch
+        idx = self.perm[self.pos * b:(self.pos + 1) * b]  # (B,)
+        self.pos = (self.pos + 1) % self.steps_per_epoch
+        x = ref.scale_images(self.data[idx])
+        z_d = torch.randn(b, self.latent_dim, device=self.device)
+        z_g = torch.randn(b, self.latent_dim, device=self.device)
+        return x, z_d, z_g
+
+
+def _models_on(config: Config, device: torch.device) -> ref.Gan:
+    """gan_torch's models and optimisers (its initialisation), moved to `device` in place."""
+    gan = ref.create(config)
+    gan.generator.to(device)  # moves parameter data in place: the optimisers keep the same Parameter objects
+    gan.discriminator.to(device)
+    return gan
+
+
+class TunedStep:
+    """gan_torch.train.train_step's maths with faster execution: fused Adam, grads only where needed.
+
+    Callable as step(x, z_d, z_g) -> metrics (4,), like the reference; updates the nets in place.
+    """
+
+    def __init__(self, config: Config, device: torch.device, impl: dict | None = None):
+        gan = _models_on(config, device)
+        self.G, self.D, self.kind = gan.generator, gan.discriminator, config.g_loss
+        self.g_params, self.d_params = list(self.G.parameters()), list(self.D.parameters())
+        impl = adam_impl(device) if impl is None else impl  # e.g. {"fused": True} or {"foreach": True}
+        kw = dict(lr=config.lr, betas=(config.beta1, config.beta2), eps=config.adam_eps, **impl)
+        self.g_opt, self.d_opt = torch.optim.Adam(self.g_params, **kw), torch.optim.Adam(self.d_params, **kw)
+
+    def __call__(self, x: torch.Tensor, z_d: torch.Tensor, z_g: torch.Tensor) -> torch.Tensor:
+        batch = x.shape[0]
+        with torch.no_grad():
+            fake_d = self.G(z_d)  # (B, 28, 28, 1); no G backward in D's step
+
+        # Update D: maximise log D(x) + log(1 - D(G(z_d))), one D call on [real; fake].
+        logits = self.D(torch.cat([x, fake_d]))  # (2B,)
+        real_logits, fake_logits = logits[:batch], logits[batch:]
+        d_loss = ref.d_loss_fn(real_logits, fake_logits)
+        for p, g in zip(self.d_params, torch.autograd.grad(d_loss, self.d_params)):
+            p.grad = g  # replaces, never accumulates: no zero_grad pass
+        self.d_opt.step()
+
+        # Update G: minimise -log D(G(z_g)) through the updated D; asking for G's grads only skips D's weight grads.
+        g_loss = ref.g_loss_fn(self.D(self.G(z_g)), self.kind)
+        for p, g in zip(self.g_params, torch.autograd.grad(g_loss, self.g_params)):
+            p.grad = g
+        self.g_opt.step()
+
+        with torch.no_grad():
+            return torch.stack([d_loss, g_loss, torch.sigmoid(real_logits).mean(), torch.sigmoid(fake_logits).mean()])
+
+
+class Runner:
+    """One variant at one batch size: `step()` runs one full training step (batch included); `sync()` waits."""
+
+    def __init__(self, name: str, device: torch.device, step_fn):
+        self.name, self.device, self._step = name, device, step_fn
+
+    def step(self) -> torch.Tensor:
+        return self._step()
+
+    def sync(self) -> None:
+        synchronize(self.device)
+
+
+def make_runner(name: str, config: Config, data_u8: torch.Tensor) -> Runner:
+    """The runner for variant `name` (one of VARIANTS) with fresh models at config.batch_size, on data_u8's device."""
+    device = data_u8.device
+    if name not in VARIANTS:
+        raise ValueError(f"unknown torch variant {name!r}; expected one of {', '.join(VARIANTS)}")
+    if name in CUDA_ONLY and device.type != "cuda":
+        raise ValueError(f"torch variant {name!r} needs CUDA")
+    if name == "cuda_graph":
+        return _cuda_graph_runner(config, data_u8)
+    batches = Batches(data_u8, config.batch_size, config.latent_dim)
+    if name == "eager":
+        gan = _models_on(config, device)
+        return Runner(name, device, lambda: ref.train_step(gan, *batches.next()))
+    if name == "tuned":
+        step = TunedStep(config, device)
+    else:
+        # foreach Adam, not fused: torch.compile does not trace into the fused kernel (a graph break),
+        # while it does compile the foreach update into its own fused loops.
+        step = TunedStep(config, device, impl={"foreach": True})
+        mode = "reduce-overhead" if name == "compiled_ro" else None
+        compiled = torch.compile(step, mode=mode, dynamic=False)  # one specialised graph per batch size, as jit
+        if name == "compiled_ro":
+            def step(x, z_d, z_g):
+                torch.compiler.cudagraph_mark_step_begin()  # a new training step: earlier outputs may be reused
+                return compiled(x, z_d, z_g)
+        else:
+            step = compiled
+    return Runner(name, device, lambda: step(*batches.next()))
+
+
+def reset_compiler() -> None:
+    """Forget compiled graphs (call between batch sizes) so dynamo's per-function recompile limit is never hit."""
+    torch._dynamo.reset()
+
+
+def _cuda_graph_runner(config: Config, data_u8: torch.Tensor, warmup: int = 3) -> Runner:
+    """The whole step (gather, scale, noise, both updates) captured once and replayed as one graph.
+
+    The batch position is a device tensor advanced inside the graph, so a replay needs no
+    host input at all. Capture follows torch.cuda.graphs' whole-network recipe: warm up on a
+    side stream (Adam's state and the library workspaces get allocated), then capture.
+    The `warmup` steps before capture are real training steps; the benchmark's own warm-up follows.
+    """
+    device = data_u8.device
+    # capturable: Adam's step counts live on the device, so a replay advances them without the host.
+    step = TunedStep(config, device, impl={**adam_impl(device), "capturable": True})
+    batches = Batches(data_u8, config.batch_size, config.latent_dim)
+    b = config.batch_size
+    pos = torch.zeros((), dtype=torch.long, device=device)  # () batch index within the epoch
+    offsets = torch.arange(b, device=device)  # (B,)
+
+    def body() -> torch.Tensor:
+        idx = batches.perm[pos * b + offsets]  # (B,) gathered on the device: no host int
+        x = ref.scale_images(batches.data[idx])  # (B, 28, 28, 1) in [-1, 1]
+        z_d = torch.randn(b, config.latent_dim, device=device)
+        z_g = torch.randn(b, config.latent_dim, device=device)
+        metrics = step(x, z_d, z_g)
+        pos.add_(1).remainder_(batches.steps_per_epoch)
+        return metrics
+
+    side = torch.cuda.Stream(device)
+    side.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(side):
+        for _ in range(warmup):
+            body()
+    torch.cuda.current_stream(device).wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        metrics = body()  # (4,) static output, rewritten by each replay
+
+    def replay() -> torch.Tensor:
+        graph.replay()
+        return metrics
+
+    return Runner("cuda_graph", device, replay)

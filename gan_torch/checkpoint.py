@@ -1,0 +1,127 @@
+"""Checkpoints (torch.save of plain tensors) and the neutral weight file, for the PyTorch backend.
+
+Layout, shared with gan_jax: `<out>/checkpoints/<step>/` holds `state.pt` (both nets, both
+Adam states, the step and the noise generator's state: only tensors and plain Python
+values, so it loads with `weights_only=True`) and `weights.safetensors`, the neutral file
+either backend can sample from. Each step folder is written under a temporary name and
+renamed when complete, so a crash never leaves a half-written checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import numpy as np
+import torch
+from torch import nn
+
+from gan_common.config import Config
+from gan_common.errors import UserError
+from gan_common.weights import WEIGHTS_FILE, latest_step_dir, load_weights, resolve_weights_file, save_weights, step_dirs
+
+KEEP = 3  # newest checkpoints kept; older step folders are deleted
+STATE_FILE = "state.pt"
+FORMAT = "gan_torch-checkpoint-v1"
+
+
+# ----------------------------------------------------------------------------- neutral weights
+def _neutral_items(G: nn.Module, D: nn.Module):
+    """(neutral key, torch parameter) pairs: `fc1.weight` of G is `generator.fc1.kernel`, and so on."""
+    for net, module in (("generator", G), ("discriminator", D)):
+        for name, param in module.named_parameters():
+            layer, kind = name.rsplit(".", 1)
+            yield f"{net}.{layer}.{'kernel' if kind == 'weight' else kind}", param
+
+
+def export_weights(G: nn.Module, D: nn.Module, grads: bool = False) -> dict[str, np.ndarray]:
+    """Torch params (or with grads=True their .grad) -> neutral tensors; nn.Linear's (out, in) weight is transposed."""
+    out = {}
+    for key, param in _neutral_items(G, D):
+        value = (param.grad if grads else param).detach().numpy()
+        out[key] = np.array(value.T if key.endswith(".kernel") else value, np.float32)
+    return out
+
+
+def import_weights(tensors: dict[str, np.ndarray], G: nn.Module, D: nn.Module) -> None:
+    """Neutral tensors -> the params of G and D, in place; every key must be there with the right shape."""
+    with torch.no_grad():
+        for key, param in _neutral_items(G, D):
+            expected = tuple(param.shape[::-1]) if key.endswith(".kernel") else tuple(param.shape)
+            if key not in tensors or tuple(tensors[key].shape) != expected:
+                got = tuple(tensors[key].shape) if key in tensors else "missing"
+                raise UserError(f"weight file does not fit the model: {key} is {got}, expected {expected}")
+            value = torch.tensor(np.asarray(tensors[key], np.float32))  # a copy: safetensors arrays are read-only
+            param.copy_(value.T if key.endswith(".kernel") else value)
+
+
+# ----------------------------------------------------------------------------- checkpoints
+def save(root: str, gan, step: int, rng: torch.Generator) -> str:
+    """Write the checkpoint of `step` under `root`; keep the newest KEEP; return its folder."""
+    folder = os.path.join(root, str(step))
+    tmp = os.path.join(root, f".{step}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    state = {
+        "format": FORMAT,
+        "config": gan.config.to_json(),
+        "step": torch.tensor(step, dtype=torch.int64),
+        "rng": rng.get_state(),  # (5056,) uint8: the noise generator's Mersenne Twister state
+        "generator": gan.generator.state_dict(),
+        "discriminator": gan.discriminator.state_dict(),
+        "g_opt": gan.g_opt.state_dict(),
+        "d_opt": gan.d_opt.state_dict(),
+    }
+    torch.save(state, os.path.join(tmp, STATE_FILE + ".tmp"))
+    os.replace(os.path.join(tmp, STATE_FILE + ".tmp"), os.path.join(tmp, STATE_FILE))
+    save_weights(os.path.join(tmp, WEIGHTS_FILE), export_weights(gan.generator, gan.discriminator), gan.config)
+    if os.path.isdir(folder):  # the same step saved again (a resumed run that stopped at once)
+        shutil.rmtree(folder)
+    os.replace(tmp, folder)
+    for old in step_dirs(root)[KEEP:]:
+        shutil.rmtree(os.path.join(root, str(old)), ignore_errors=True)
+    return folder
+
+
+def restore_latest(root: str, gan, rng: torch.Generator) -> int:
+    """Load the newest checkpoint under `root` into `gan` and `rng` in place; return its step."""
+    if not os.path.isdir(root):
+        raise UserError(f"no checkpoints folder at {root}; --resume needs a run started with this --out-dir")
+    folder = latest_step_dir(root)
+    path = os.path.join(folder, STATE_FILE)
+    if not os.path.isfile(path):
+        if os.path.isdir(os.path.join(folder, "state")):
+            raise UserError(f"checkpoint {folder} holds an orbax state, no {STATE_FILE} (written by gan_jax); "
+                            f"resume a run with the backend that trained it")
+        raise UserError(f"checkpoint {folder} holds no {STATE_FILE}; delete that step folder to resume from the "
+                        f"one before, or start afresh")
+    fix = "delete that step folder to resume from the one before, or start afresh"
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # pickle and zip errors of many types for damaged files
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise UserError(f"checkpoint {path} is unreadable or corrupt ({type(e).__name__}: {first}); {fix}")
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise UserError(f"checkpoint {path} is not a gan_torch checkpoint (no {FORMAT} marker); {fix}")
+    try:
+        gan.generator.load_state_dict(state["generator"])
+        gan.discriminator.load_state_dict(state["discriminator"])
+        gan.g_opt.load_state_dict(state["g_opt"])
+        gan.d_opt.load_state_dict(state["d_opt"])
+        rng.set_state(state["rng"])
+        step = int(state["step"])
+    except (KeyError, RuntimeError, ValueError, TypeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise UserError(f"checkpoint {path} does not fit this run's models ({type(e).__name__}: {first}); {fix}")
+    return step
+
+
+def load_models(path: str) -> tuple[Config, nn.Module, nn.Module]:
+    """The config and (G, D), in eval mode, stored in the neutral file that `path` leads to."""
+    from gan_torch.models import Discriminator, Generator
+
+    tensors, config = load_weights(resolve_weights_file(path))
+    with torch.random.fork_rng(devices=[]):  # the initial draw is overwritten; leave the global RNG as it was
+        G, D = Generator(config).eval(), Discriminator(config).eval()
+    import_weights(tensors, G, D)
+    return config, G, D

@@ -1,0 +1,43 @@
+"""Draw samples from a checkpoint of either backend (through its neutral weight file).
+
+    python -m gan_torch.sample --checkpoint runs/mnist --num 64 --out grid.png
+    python -m gan_torch.sample --checkpoint runs/mnist --num 10000 --out samples.npy
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from gan_common.config import Config
+from gan_common.errors import cli_entry
+from gan_common.sampling import parse_sample_args, write_samples
+
+
+def load_generator(path: str) -> tuple[Callable[[np.ndarray], np.ndarray], Config]:
+    """`generate(z (N, latent_dim) float32) -> (N, 28, 28, 1) float32 in [-1, 1]`, and the run config."""
+    from gan_torch.checkpoint import load_models
+
+    config, G, _ = load_models(path)
+
+    @torch.no_grad()
+    def generate(z: np.ndarray, batch: int = 4096) -> np.ndarray:
+        z = torch.from_numpy(np.asarray(z, np.float32))
+        return np.concatenate([G(z[i:i + batch]).numpy() for i in range(0, len(z), batch)])
+
+    return generate, config
+
+
+@cli_entry
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_sample_args(argv, "python -m gan_torch.sample")
+    generate, config = load_generator(args.checkpoint)
+    write_samples(generate, config, args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,214 @@
+"""Training: losses on logits, an eager `train_step`, and the Backend the shared loop drives.
+
+One step is Goodfellow et al. (2014), Algorithm 1 with k = 1, exactly as gan_jax.train:
+  1. real batch x and fresh noise z_d; D ascends log D(x) + log(1 - D(G(z_d)));
+  2. fresh noise z_g; G descends -log D(G(z_g)) (non-saturating) or log(1 - D(G(z_g)))
+     (minimax), through the D just updated.
+Written plainly, one step at a time: this backend is the reference gan_jax is checked against.
+
+    python -m gan_torch.train --help
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from gan_common.config import Config, parse_args
+from gan_common.datasets import load_dataset
+from gan_common.errors import UserError, cli_entry
+from gan_common.loop import CHECKPOINT_DIR, prepare_run, train_loop
+from gan_torch.models import Discriminator, Generator
+
+NUM_FIXED_SAMPLES = 64  # the sample grid: 8 x 8 digits from one noise batch fixed for the run
+
+
+# ----------------------------------------------------------------------------- losses
+def d_loss_fn(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    """-log sigma(D(x)) - log(1 - sigma(D(G(z)))), batch means summed; softplus is the stable form."""
+    # -log sigma(l) = softplus(-l);  -log(1 - sigma(l)) = softplus(l)
+    return F.softplus(-real_logits).mean() + F.softplus(fake_logits).mean()
+
+
+def g_loss_fn(fake_logits: torch.Tensor, kind: str) -> torch.Tensor:
+    """G's loss on D's logits of fresh fakes: non_saturating -log sigma(l), minimax log(1 - sigma(l))."""
+    if kind == "non_saturating":
+        return F.softplus(-fake_logits).mean()
+    if kind == "minimax":
+        return -F.softplus(fake_logits).mean()
+    raise ValueError(f"unknown g_loss {kind!r}")
+
+
+# ----------------------------------------------------------------------------- state
+@dataclasses.dataclass(eq=False)
+class Gan:
+    """Both nets and their optimisers. `train_step` updates them in place (gan_jax's returns new state)."""
+
+    config: Config
+    generator: Generator
+    discriminator: Discriminator
+    g_opt: torch.optim.Adam
+    d_opt: torch.optim.Adam
+
+
+# Independent random streams derived from the run seed (the same roles as gan_jax's fold_in streams).
+_INIT, _NOISE, _DATA, _FIXED = 0, 1, 2, 3
+
+
+def stream_seed(seed: int, *path: int) -> int:
+    """A 32-bit seed for the stream `path` of run `seed`, so streams are unrelated even for equal seeds."""
+    return int(np.random.SeedSequence([seed % 2**64, *path]).generate_state(1)[0])
+
+
+def adam(params, config: Config) -> torch.optim.Adam:
+    """Adam with the config's settings; eps is added outside the square root, as in optax."""
+    return torch.optim.Adam(params, lr=config.lr, betas=(config.beta1, config.beta2), eps=config.adam_eps)
+
+
+def create(config: Config) -> Gan:
+    """Fresh models and optimisers for `config`, initialised from its seed (the global RNG is left alone)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(stream_seed(config.seed, _INIT))
+        generator, discriminator = Generator(config), Discriminator(config)
+    return Gan(config, generator, discriminator, adam(generator.parameters(), config),
+               adam(discriminator.parameters(), config))
+
+
+# ----------------------------------------------------------------------------- one step
+def train_step(gan: Gan, x: torch.Tensor, z_d: torch.Tensor, z_g: torch.Tensor) -> torch.Tensor:
+    """One D step then one G step on given inputs, updating `gan` in place.
+
+    x: (B, 28, 28, 1) real images in [-1, 1]; z_d, z_g: (B, latent_dim) noise.
+    Returns metrics (4,) = [d_loss, g_loss, mean D(x), mean D(G(z_d))].
+    After the call each parameter's .grad holds the gradient of its own net's last step.
+    """
+    G, D = gan.generator, gan.discriminator
+    batch = x.shape[0]
+    with torch.no_grad():
+        fake_d = G(z_d)  # (B, 28, 28, 1); no G backward in D's step
+
+    # Update D: maximise log D(x) + log(1 - D(G(z_d))). One D call on [real; fake], as in gan_jax.
+    logits = D(torch.cat([x, fake_d]))  # (2B,)
+    real_logits, fake_logits = logits[:batch], logits[batch:]
+    d_loss = d_loss_fn(real_logits, fake_logits)
+    gan.d_opt.zero_grad()
+    d_loss.backward()
+    gan.d_opt.step()
+
+    # Update G: minimise -log D(G(z_g)) (or log(1 - D(G(z_g)))) through the updated D; D is a constant here.
+    D.requires_grad_(False)  # backward stops at D's input: D's .grad keeps D's own step
+    g_loss = g_loss_fn(D(G(z_g)), gan.config.g_loss)
+    gan.g_opt.zero_grad()
+    g_loss.backward()
+    gan.g_opt.step()
+    D.requires_grad_(True)
+
+    with torch.no_grad():
+        return torch.stack([d_loss, g_loss, torch.sigmoid(real_logits).mean(), torch.sigmoid(fake_logits).mean()])
+
+
+def epoch_permutation(seed: int, epoch: int, num_train: int) -> torch.Tensor:
+    """The order of the training set in epoch `epoch`: a fresh permutation each epoch, from (seed, epoch) only."""
+    return torch.randperm(num_train, generator=torch.Generator().manual_seed(stream_seed(seed, _DATA, epoch)))
+
+
+def scale_images(images_u8: torch.Tensor) -> torch.Tensor:
+    """uint8 [0, 255] -> float32 [-1, 1], the range of G's tanh."""
+    return (images_u8.to(torch.float32) - 127.5) / 127.5
+
+
+def fixed_noise(config: Config) -> torch.Tensor:
+    """The run's sample-grid noise (64, latent_dim): the same grid rows at every step."""
+    rng = torch.Generator().manual_seed(stream_seed(config.seed, _FIXED))
+    return torch.randn(NUM_FIXED_SAMPLES, config.latent_dim, generator=rng)
+
+
+# ----------------------------------------------------------------------------- the run
+class TorchBackend:
+    """gan_common.loop.Backend, one eager step at a time.
+
+    The noise comes from `self.rng`, whose state is checkpointed; each epoch's data order
+    comes from (seed, epoch) alone. So a resumed run draws exactly what the uninterrupted one would.
+    """
+
+    def __init__(self, config: Config, data_u8: np.ndarray):
+        self.gan = create(config)
+        self.step = 0
+        self.data = torch.tensor(data_u8, dtype=torch.uint8)  # (N, 28, 28, 1), a copy: torch wants writable memory
+        self.steps_per_epoch = self.data.shape[0] // config.batch_size  # the final partial batch is dropped
+        self.rng = torch.Generator().manual_seed(stream_seed(config.seed, _NOISE))
+        self.z_fixed = fixed_noise(config)
+        self._perm_epoch, self._perm = -1, None
+
+    def _batch(self) -> torch.Tensor:
+        epoch, pos = divmod(self.step, self.steps_per_epoch)
+        if epoch != self._perm_epoch:
+            self._perm_epoch, self._perm = epoch, epoch_permutation(self.gan.config.seed, epoch, self.data.shape[0])
+        batch = self.gan.config.batch_size
+        return scale_images(self.data[self._perm[pos * batch:(pos + 1) * batch]])  # (B, 28, 28, 1) in [-1, 1]
+
+    def run(self, num_steps: int) -> torch.Tensor:
+        config = self.gan.config
+        rows = []
+        for _ in range(num_steps):
+            x = self._batch()
+            z_d = torch.randn(config.batch_size, config.latent_dim, generator=self.rng)
+            z_g = torch.randn(config.batch_size, config.latent_dim, generator=self.rng)
+            rows.append(train_step(self.gan, x, z_d, z_g))
+            self.step += 1
+        return torch.stack(rows)  # (num_steps, 4)
+
+    def fetch(self, metrics: torch.Tensor) -> np.ndarray:
+        return metrics.numpy().astype(np.float64)
+
+    def sample(self) -> np.ndarray:
+        with torch.no_grad():
+            return self.gan.generator(self.z_fixed).numpy()
+
+    def generate(self, z: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return self.gan.generator(torch.from_numpy(np.asarray(z, np.float32))).numpy()
+
+    def save_checkpoint(self) -> str:
+        from gan_torch import checkpoint
+
+        return checkpoint.save(os.path.join(self.gan.config.out_dir, CHECKPOINT_DIR), self.gan, self.step, self.rng)
+
+
+def train_and_evaluate(config: Config, workdir: str | None = None, given: Sequence[str] = ()) -> dict:
+    """Train (or resume) the run described by `config` in `workdir`; return the last logged metrics."""
+    from gan_torch import checkpoint
+
+    torch.use_deterministic_algorithms(True)  # same seed, same machine: the same bits (and resume equals a full run)
+    if workdir is not None:
+        config = dataclasses.replace(config, out_dir=workdir)
+    config = prepare_run(config, set(given))
+    train = load_dataset(config.dataset, "train", config.data_source, config.data_dir)
+    if config.batch_size > train.images.shape[0]:
+        raise UserError(f"--batch-size {config.batch_size} exceeds the {train.images.shape[0]} training images")
+    backend = TorchBackend(config, train.images)
+    if config.resume:
+        backend.step = checkpoint.restore_latest(os.path.join(config.out_dir, CHECKPOINT_DIR), backend.gan, backend.rng)
+    steps_per_epoch = train.images.shape[0] // config.batch_size
+    evaluator = None
+    if config.eval_every:
+        from gan_torch.evaluate import fid_and_coverage as evaluator
+    return train_loop(config, backend, config.total_steps(train.images.shape[0]), steps_per_epoch, "gan_torch",
+                      evaluator)
+
+
+@cli_entry
+def main(argv: Sequence[str] | None = None) -> int:
+    config, given = parse_args(argv, "python -m gan_torch.train", __doc__.splitlines()[0] + " (PyTorch backend)")
+    train_and_evaluate(config, given=given)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,394 @@
+"""One adapter per backend, so every parity test is written once and run on any spec.
+
+An adapter wraps one backend's real code (its models, its train_step, its optimiser
+factory, its Backend, its sample loader) behind the same small NumPy interface. Weights
+cross between adapters only as neutral tensors (`generator.fc1.kernel`, ...), never
+re-drawn. A new architecture or loss adds a `Spec` to SPECS; the tests stay as they are.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+from typing import Callable, Protocol
+
+import numpy as np
+
+from gan_common.config import Config
+
+Tensors = dict[str, np.ndarray]  # neutral keys -> float32 arrays, dense kernels (in, out)
+
+
+@dataclasses.dataclass(frozen=True)
+class Spec:
+    """A model and loss configuration both backends must agree on."""
+
+    name: str
+    config: Config
+
+
+SPECS = (
+    Spec("mlp_non_saturating", Config()),
+    Spec("mlp_minimax", Config(g_loss="minimax")),
+    Spec("mlp_narrow_3layer", Config(latent_dim=16, g_hidden="32,64,128", d_hidden="96", leaky_slope=0.1)),
+)
+
+
+class Adapter(Protocol):
+    """The interface every test uses; JaxAdapter and TorchAdapter implement it over real backend code."""
+
+    name: str
+
+    def __init__(self, config: Config, dtype=np.float32): ...
+    def load(self, tensors: Tensors) -> None: ...  # these weights, fresh optimiser states
+    def export(self) -> Tensors: ...
+    def generate(self, z: np.ndarray) -> np.ndarray: ...  # (B, latent) -> (B, 28, 28, 1)
+    def discriminate(self, x: np.ndarray) -> np.ndarray: ...  # (B, 28, 28, 1) -> (B,) logits
+    def step(self, x, z_d, z_g) -> np.ndarray: ...  # one real train_step -> metrics (4,)
+    def steps(self, xs, z_ds, z_gs) -> np.ndarray: ...  # T real train_steps -> (T, 4)
+    def step_with_grads(self, x, z_d, z_g) -> tuple[np.ndarray, Tensors, Tensors]: ...  # metrics, D's, G's grads
+    # Static: the backend's Adam factory, its Backend, its run and sample entry points.
+    adam_run: Callable[..., Tensors]
+    backend: Callable[..., object]
+    backend_generate: Callable[..., np.ndarray]
+    recorded_inputs: Callable[..., tuple[np.ndarray, ...]]
+    train_and_evaluate: Callable[..., dict]
+    load_generator: Callable[..., tuple]
+
+
+# ----------------------------------------------------------------------------- JAX
+class JaxAdapter:
+    name = "jax"
+
+    def __init__(self, config: Config, dtype=np.float32):
+        """Fresh models of `config`; dtype float64 needs `with float64():` around all use (JAX's x64 mode)."""
+        import jax
+        from gan_jax import train
+
+        self.train = train
+        self.config = config
+        self.dtype = dtype
+        self.gan, self.state = train.create(config)
+        self._step = jax.jit(functools.partial(train.train_step, self.gan))
+        self._scan = jax.jit(lambda state, xs, z_ds, z_gs: jax.lax.scan(
+            lambda s, inputs: self._step(s, *inputs), state, (xs, z_ds, z_gs)))
+
+    def load(self, tensors: Tensors) -> None:
+        """Take these weights, with fresh (zero) Adam states."""
+        from gan_jax.checkpoint import import_weights
+
+        _, fresh = self.train.create(self.config)
+        tensors = {k: np.asarray(v, self.dtype) for k, v in tensors.items()}
+        g, d = import_weights(tensors, fresh.g_params, fresh.d_params)
+        self.state = fresh._replace(g_params=g, d_params=d, g_opt=self.gan.g_tx.init(g), d_opt=self.gan.d_tx.init(d))
+
+    def export(self) -> Tensors:
+        from gan_jax.checkpoint import export_weights
+
+        return export_weights(self.state.g_params, self.state.d_params)
+
+    def generate(self, z: np.ndarray) -> np.ndarray:
+        return np.asarray(_jit(self.gan.generate)(self.state.g_params, z))
+
+    def discriminate(self, x: np.ndarray) -> np.ndarray:
+        return np.asarray(_jit(self.gan.discriminate)(self.state.d_params, x))
+
+    def step_with_grads(self, x, z_d, z_g) -> tuple[np.ndarray, Tensors, Tensors]:
+        """gan_jax.train.train_step on these inputs: its metrics, and the gradients of D's and G's objectives.
+
+        train_step does not return its gradients, so they are recomputed here by jax.grad of the
+        same objectives (d_loss_fn on D([x; G(z_d)]), g_loss_fn through the updated D), and the
+        recomputed losses are checked against the ones train_step itself reports.
+        """
+        import jax
+        import jax.numpy as jnp
+        import optax
+        from gan_jax.checkpoint import export_weights
+
+        gan, train = self.gan, self.train
+        batch = x.shape[0]
+
+        @jax.jit
+        def objectives_and_grads(state, x, z_d, z_g):
+            fake_d = gan.generate(state.g_params, z_d)
+
+            def d_objective(d_params):
+                logits = gan.discriminate(d_params, jnp.concatenate([x, fake_d]))
+                return train.d_loss_fn(logits[:batch], logits[batch:])
+
+            d_loss, d_grads = jax.value_and_grad(d_objective)(state.d_params)
+            d_updates, _ = gan.d_tx.update(d_grads, state.d_opt, state.d_params)
+            d_params = optax.apply_updates(state.d_params, d_updates)
+
+            def g_objective(g_params):
+                return train.g_loss_fn(gan.discriminate(d_params, gan.generate(g_params, z_g)), gan.config.g_loss)
+
+            g_loss, g_grads = jax.value_and_grad(g_objective)(state.g_params)
+            return jnp.stack([d_loss, g_loss]), d_grads, g_grads
+
+        recomputed, d_grads, g_grads = objectives_and_grads(self.state, x, z_d, z_g)
+        metrics = self.step(x, z_d, z_g)
+        np.testing.assert_allclose(np.asarray(recomputed), metrics[:2], rtol=1e-6,
+                                   err_msg="harness objectives drifted from gan_jax.train.train_step")
+        grads = export_weights(g_grads, d_grads)
+        return metrics, _net(grads, "discriminator"), _net(grads, "generator")
+
+    def step(self, x, z_d, z_g) -> np.ndarray:
+        """One real gan_jax.train.train_step; returns metrics (4,)."""
+        self.state, metrics = self._step(self.state, x, z_d, z_g)
+        return np.asarray(metrics)
+
+    def steps(self, xs, z_ds, z_gs) -> np.ndarray:
+        """len(xs) real train_steps in one lax.scan over pre-drawn inputs; returns metrics (T, 4)."""
+        self.state, metrics = self._scan(self.state, xs, z_ds, z_gs)
+        return np.asarray(metrics)
+
+    @staticmethod
+    def adam_run(config: Config, params: Tensors, grads: Callable[[int], Tensors], num_steps: int) -> Tensors:
+        """gan_jax.train.adam(config) fed grads(0), grads(1), ... from `params`."""
+        import jax
+        import optax
+        from gan_jax.train import adam
+
+        tx = adam(config)
+
+        @jax.jit
+        def update(params, opt, g):
+            updates, opt = tx.update(g, opt, params)
+            return optax.apply_updates(params, updates), opt
+
+        params = {k: jax.numpy.asarray(v) for k, v in params.items()}
+        opt = tx.init(params)
+        for t in range(num_steps):
+            params, opt = update(params, opt, grads(t))
+        return {k: np.asarray(v) for k, v in params.items()}
+
+    @staticmethod
+    def backend(config: Config, data_u8: np.ndarray):
+        from gan_jax.train import JaxBackend
+
+        return JaxBackend(config, data_u8)
+
+    @staticmethod
+    def backend_generate(backend, z: np.ndarray) -> np.ndarray:
+        return np.asarray(_jit(backend.gan.generate)(backend.state.g_params, z))
+
+    @staticmethod
+    def recorded_inputs(config: Config, data_u8: np.ndarray, num_steps: int) -> tuple[np.ndarray, ...]:
+        """What JaxBackend feeds train_step over its first steps: xs, z_ds, z_gs, each (T, B, ...).
+
+        The step runs inside the compiled scan, so a wrapper sends its inputs to the host with an
+        ordered jax.debug.callback; the maths of the step is untouched.
+        """
+        import jax
+        from gan_jax import train
+
+        seen = []
+        real_step = train.train_step
+
+        def recording_step(gan, state, x, z_d, z_g):
+            jax.debug.callback(lambda *a: seen.append([np.asarray(v) for v in a]), x, z_d, z_g, ordered=True)
+            return real_step(gan, state, x, z_d, z_g)
+
+        with _patched(train, "train_step", recording_step):  # looked up when the scan is traced
+            backend = train.JaxBackend(config, data_u8)
+            backend.fetch(backend.run(num_steps))
+            jax.effects_barrier()
+        return tuple(np.stack(a) for a in zip(*seen))
+
+    @staticmethod
+    def train_and_evaluate(config: Config, workdir: str) -> dict:
+        from gan_jax.train import train_and_evaluate
+
+        return train_and_evaluate(config, workdir)
+
+    @staticmethod
+    def load_generator(path: str):
+        from gan_jax.sample import load_generator
+
+        return load_generator(path)
+
+
+@contextlib.contextmanager
+def _patched(module, name: str, value):
+    """`module.name = value` for the block, restored after (a recording wrapper around the real step)."""
+    old = getattr(module, name)
+    setattr(module, name, value)
+    try:
+        yield
+    finally:
+        setattr(module, name, old)
+
+
+@functools.cache
+def _jit(fn):
+    import jax
+
+    return jax.jit(fn)
+
+
+# ----------------------------------------------------------------------------- PyTorch
+class TorchAdapter:
+    name = "torch"
+
+    def __init__(self, config: Config, dtype=np.float32):
+        from gan_torch import train
+
+        self.train = train
+        self.config = config
+        self.dtype = dtype
+        self.gan = self._create()
+
+    def _create(self):
+        import torch
+
+        gan = self.train.create(self.config)
+        for net in (gan.generator, gan.discriminator):  # in place: the optimisers keep the same parameters
+            net.to({np.float32: torch.float32, np.float64: torch.float64}[self.dtype])
+        return gan
+
+    def load(self, tensors: Tensors) -> None:
+        """Take these weights, with fresh (empty) Adam states."""
+        from gan_torch.checkpoint import import_weights
+
+        self.gan = self._create()
+        import_weights(tensors, self.gan.generator, self.gan.discriminator)
+
+    def export(self) -> Tensors:
+        from gan_torch.checkpoint import export_weights
+
+        return export_weights(self.gan.generator, self.gan.discriminator)
+
+    def generate(self, z: np.ndarray) -> np.ndarray:
+        import torch
+
+        with torch.no_grad():
+            return self.gan.generator(torch.from_numpy(z)).numpy()
+
+    def discriminate(self, x: np.ndarray) -> np.ndarray:
+        import torch
+
+        with torch.no_grad():
+            return self.gan.discriminator(torch.from_numpy(x)).numpy()
+
+    def step_with_grads(self, x, z_d, z_g) -> tuple[np.ndarray, Tensors, Tensors]:
+        """gan_torch.train.train_step on these inputs: its metrics, and the .grad it leaves on each net."""
+        from gan_torch.checkpoint import export_weights
+
+        metrics = self.step(x, z_d, z_g)
+        grads = export_weights(self.gan.generator, self.gan.discriminator, grads=True)
+        return metrics, _net(grads, "discriminator"), _net(grads, "generator")
+
+    def step(self, x, z_d, z_g) -> np.ndarray:
+        import torch
+
+        return self.train.train_step(self.gan, *(torch.from_numpy(a) for a in (x, z_d, z_g))).numpy()
+
+    def steps(self, xs, z_ds, z_gs) -> np.ndarray:
+        return np.stack([self.step(x, z_d, z_g) for x, z_d, z_g in zip(xs, z_ds, z_gs)])
+
+    @staticmethod
+    def adam_run(config: Config, params: Tensors, grads: Callable[[int], Tensors], num_steps: int) -> Tensors:
+        """gan_torch.train.adam(...) fed grads(0), grads(1), ... from `params`."""
+        import torch
+        from gan_torch.train import adam
+
+        tensors = {k: torch.nn.Parameter(torch.tensor(v)) for k, v in params.items()}
+        opt = adam(list(tensors.values()), config)
+        for t in range(num_steps):
+            g = grads(t)
+            for k, p in tensors.items():
+                p.grad = torch.from_numpy(g[k])
+            opt.step()
+        return {k: p.detach().numpy() for k, p in tensors.items()}
+
+    @staticmethod
+    def backend(config: Config, data_u8: np.ndarray):
+        from gan_torch.train import TorchBackend
+
+        return TorchBackend(config, data_u8)
+
+    @staticmethod
+    def backend_generate(backend, z: np.ndarray) -> np.ndarray:
+        import torch
+
+        with torch.no_grad():
+            return backend.gan.generator(torch.from_numpy(z)).numpy()
+
+    @staticmethod
+    def recorded_inputs(config: Config, data_u8: np.ndarray, num_steps: int) -> tuple[np.ndarray, ...]:
+        """What TorchBackend feeds train_step over its first steps: xs, z_ds, z_gs, each (T, B, ...)."""
+        from gan_torch import train
+
+        seen = []
+        real_step = train.train_step
+
+        def recording_step(gan, x, z_d, z_g):
+            seen.append([a.numpy().copy() for a in (x, z_d, z_g)])
+            return real_step(gan, x, z_d, z_g)
+
+        with _patched(train, "train_step", recording_step):
+            backend = train.TorchBackend(config, data_u8)
+            backend.fetch(backend.run(num_steps))
+        return tuple(np.stack(a) for a in zip(*seen))
+
+    @staticmethod
+    def train_and_evaluate(config: Config, workdir: str) -> dict:
+        from gan_torch.train import train_and_evaluate
+
+        return train_and_evaluate(config, workdir)
+
+    @staticmethod
+    def load_generator(path: str):
+        from gan_torch.sample import load_generator
+
+        return load_generator(path)
+
+
+ADAPTERS: tuple[type[Adapter], ...] = (JaxAdapter, TorchAdapter)
+
+
+@contextlib.contextmanager
+def float64():
+    """Both backends in float64: JAX needs its x64 mode on while arrays are made and functions traced."""
+    import jax
+
+    with jax.enable_x64(True):
+        yield
+
+
+# ----------------------------------------------------------------------------- inputs and comparisons
+def _net(tensors: Tensors, net: str) -> Tensors:
+    return {k: v for k, v in tensors.items() if k.startswith(net + ".")}
+
+
+def inputs(config: Config, images_u8: np.ndarray, num_steps: int, seed: int = 0):
+    """Real batches xs (T, B, 28, 28, 1) in [-1, 1] and noise z_ds, z_gs (T, B, latent), drawn once in NumPy."""
+    rng = np.random.default_rng(seed)
+    b, t = config.batch_size, num_steps
+    idx = rng.permutation(len(images_u8))[: t * b].reshape(t, b)
+    xs = images_u8[idx].astype(np.float32) / np.float32(127.5) - np.float32(1.0)
+    z_ds = rng.standard_normal((t, b, config.latent_dim), dtype=np.float32)
+    z_gs = rng.standard_normal((t, b, config.latent_dim), dtype=np.float32)
+    return xs, z_ds, z_gs
+
+
+def max_rel_err(a: np.ndarray, b: np.ndarray) -> float:
+    """max |a - b| / max |b|: relative to the tensor's scale, so near-zero entries do not blow it up."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-30))
+
+
+def assert_tensors_close(got: Tensors, want: Tensors, *, rel: float | None = None, abs: float | None = None,
+                         what: str = "") -> None:
+    """Same keys and shapes; each tensor within `rel` (max_rel_err) or `abs` (max |a - b|); names the worst one."""
+    assert sorted(got) == sorted(want), f"{what}: keys differ: {sorted(set(got) ^ set(want))}"
+    errors = {}
+    for k in want:
+        assert got[k].shape == want[k].shape, f"{what}: {k} has shape {got[k].shape}, expected {want[k].shape}"
+        errors[k] = max_rel_err(got[k], want[k]) if rel is not None else float(np.max(np.abs(got[k] - want[k])))
+    worst = max(errors, key=errors.get)
+    limit = rel if rel is not None else abs
+    assert errors[worst] <= limit, (f"{what}: {worst} differs by {errors[worst]:.3g} "
+                                    f"({'relative' if rel is not None else 'absolute'}), tolerance {limit:g}")

@@ -1,0 +1,83 @@
+"""Independent runs: each backend trains with its own RNG; their samples agree in distribution.
+
+Same-weights parity (the other files) cannot see a bug in what each backend draws on its own:
+its initialisation, its noise, its data order. Here each backend runs its real Backend (the
+one `python -m gan_X.train` drives) for NUM_SEEDS seeds, and the statistics of its samples must
+agree between backends within the seed-to-seed spread.
+
+The test, for each statistic s (a number, or a vector compared by its Euclidean norm):
+    |mean_jax(s) - mean_torch(s)|  <=  K * pooled seed-to-seed std of s
+where the pooled std is the RMS distance of one seed's s from its backend's mean, over both
+backends (2n - 2 degrees of freedom). If both backends sample one distribution, the
+difference of two means of n runs has std sqrt(2 / n) * std, so the ratio
+|diff| / pooled std is sqrt(2 / n) * t(2n - 2): with n = 3, K = 4 is the two-sided 0.8 %
+point for a single number, and for vectors the ratio concentrates near sqrt(2 / n) = 0.82.
+"""
+
+import multiprocessing
+
+import numpy as np
+import pytest
+
+from gan_common.config import Config
+from parity_tests.harness import ADAPTERS
+
+NUM_SEEDS = 3
+NUM_STEPS = 2000  # about 2 epochs: digits are recognisable and the seeds have not yet converged
+NUM_SAMPLES = 2000
+K = 4.0
+HIST_BINS = np.linspace(-1.0, 1.0, 11)  # 10 bins over tanh's range
+
+
+def _statistics(images: np.ndarray) -> dict[str, np.ndarray]:
+    pixels = images.reshape(len(images), -1).astype(np.float64)  # (N, 784) in [-1, 1]
+    return {
+        "pixel mean": np.array([pixels.mean()]),
+        "pixel std": np.array([pixels.std()]),
+        "mean image": pixels.mean(axis=0),  # (784,)
+        "pixel histogram": np.histogram(pixels, bins=HIST_BINS)[0] / pixels.size,  # (10,) fractions
+    }
+
+
+def backend_statistics(adapter_name: str, images_u8: np.ndarray | None = None) -> list[dict[str, np.ndarray]]:
+    """The statistics of one backend's samples for each seed, after NUM_STEPS of its own training."""
+    if images_u8 is None:  # in the worker process: load MNIST there rather than pickle 47 MB across
+        import torch
+        from gan_common.datasets import load_dataset
+
+        torch.set_num_threads(1)  # as in conftest, which a spawned worker does not run
+        images_u8 = load_dataset("mnist", "train").images
+    adapter = next(a for a in ADAPTERS if a.name == adapter_name)
+    z = np.random.default_rng(12345).standard_normal((NUM_SAMPLES, Config().latent_dim), dtype=np.float32)
+    stats = []
+    for seed in range(NUM_SEEDS):
+        config = Config(seed=seed, steps=NUM_STEPS, steps_per_call=NUM_STEPS)
+        backend = adapter.backend(config, images_u8)
+        metrics = backend.fetch(backend.run(NUM_STEPS))
+        assert np.isfinite(metrics).all(), f"{adapter_name} seed {seed} diverged"
+        stats.append(_statistics(adapter.backend_generate(backend, z)))
+    return stats
+
+
+@pytest.fixture(scope="module")
+def sample_stats(mnist):
+    """{backend: [statistics per seed]}. torch trains in a spawned worker while JAX trains here:
+    each is mostly one thread at batch 64, so on two cores this halves the test's wall time."""
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        torch_stats = pool.apply_async(backend_statistics, ("torch",))
+        jax_stats = backend_statistics("jax", mnist)
+        return {"jax": jax_stats, "torch": torch_stats.get()}
+
+
+@pytest.mark.parametrize("statistic", ["pixel mean", "pixel std", "mean image", "pixel histogram"])
+def test_independent_runs_sample_the_same_distribution(sample_stats, statistic):
+    per_backend = {name: np.stack([s[statistic] for s in runs]) for name, runs in sample_stats.items()}
+    means = {name: v.mean(axis=0) for name, v in per_backend.items()}
+    squared = sum(np.sum((v - means[name]) ** 2) for name, v in per_backend.items())
+    pooled_std = float(np.sqrt(squared / (2 * NUM_SEEDS - 2)))
+    diff = float(np.linalg.norm(means["jax"] - means["torch"]))
+    assert pooled_std > 0, f"{statistic}: no seed-to-seed spread at all; the test would be vacuous"
+    assert diff <= K * pooled_std, (
+        f"{statistic}: backends differ by {diff:.4g}, {diff / pooled_std:.2f} pooled seed stds "
+        f"({pooled_std:.4g}); allowed {K}"
+    )

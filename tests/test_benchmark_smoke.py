@@ -1,0 +1,72 @@
+"""The step-throughput benchmark end to end on a tiny configuration: its outputs' structure, not its speed."""
+
+import json
+import os
+import sys
+
+import pytest
+
+# benchmarks/ is not an installed package: import it from this checkout.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks import flops, step_throughput  # noqa: E402
+from gan_common.config import Config  # noqa: E402
+
+ROW_KEYS = {"backend", "variant", "batch_size", "steps_per_s", "images_per_s", "step_ms_median", "step_ms_p25",
+            "step_ms_p75", "first_call_s", "gflops_per_s", "frac_of_peak", "steps_per_call"}
+
+
+def test_flop_count_is_the_issues_0_725_gflop_at_batch_64():
+    parts = flops.step_flops(Config(), 64)
+    # G: 100*256 + 256*512 + 512*784 = 558080 MACs a row; D: 784*512 + 512*256 + 256 = 532736.
+    # Per row: D step 558080 + 4 * 532736 + 2 * (131072 + 256); G step 2 * 558080 + 2 * 532736 + (131072 + 401408).
+    assert parts["total"] == 2 * 64 * (2951680 + 2714112) == 725_221_376
+    assert sum(v for k, v in parts.items() if k != "total") == parts["total"]
+
+
+def test_xla_dots_agree_with_the_analytic_count():
+    xla = flops.xla_step_flops(Config(), 64)
+    analytic = flops.flops_per_step(Config(), 64)
+    # The dots autodiff hands to XLA are exactly the minimum: no D weight grads in G's step, no d/dx, no d/dz.
+    assert xla["dots_traced"] == analytic
+    # After optimisation XLA (CPU) turns the 256 -> 1 layer's input grads (outer products, k = 1) into
+    # broadcast multiplies: 2 * (2B + B) * 256 = 98304 FLOPs fewer, 0.014 % of the step.
+    assert xla["dots"] == pytest.approx(analytic, rel=1e-3)
+    assert xla["cost_analysis"] >= xla["dots"]  # XLA's total adds elementwise work and Adam
+
+
+def test_fused_k_is_capped_for_big_batches_and_never_duplicated():
+    assert step_throughput.fused_ks((1, 10, 100), 64, 16384) == [(1, 1), (10, 10), (100, 100)]
+    assert step_throughput.fused_ks((1, 10, 100), 4096, 16384) == [(1, 1), (4, 100)]
+
+
+def test_quick_run_writes_rows_for_both_backends(tmp_path):
+    paths = {ext: str(tmp_path / f"bench.{ext}") for ext in ("json", "png", "md")}
+    step_throughput.main(["--quick", "--batch-sizes", "1,8", "--repeats", "2", "--ks", "2",
+                          "--json", paths["json"], "--plot", paths["png"], "--markdown", paths["md"]])
+
+    result = json.load(open(paths["json"]))
+    rows = result["rows"]
+    for row in rows:
+        assert ROW_KEYS <= set(row), ROW_KEYS - set(row)
+        assert row["error"] is None, row
+        assert row["steps_per_s"] > 0
+        assert row["images_per_s"] == pytest.approx(row["batch_size"] * row["steps_per_s"])
+        assert row["step_ms_p25"] <= row["step_ms_median"] <= row["step_ms_p75"]
+    got = {(r["backend"], r["variant"], r["batch_size"]) for r in rows}
+    want = {(b, v, n) for b, v in [("jax", "step"), ("jax", "fused_k2"), ("torch", "eager"), ("torch", "tuned")]
+            for n in (1, 8)}
+    assert got == want
+
+    h = result["header"]
+    assert h["machine"]["cpu_model"] and h["machine"]["cpu_count"] >= 1
+    assert h["device"]["jax"] and h["device"]["torch"]
+    assert {"python", "jax", "jaxlib", "flax", "optax", "torch"} <= set(h["versions"])
+    assert h["peak"]["gflops"] > 0
+    assert {q["batch_size"] for q in result["ratios"]} == {1, 8}
+    assert all(q["jax_fused_over_torch_eager"] > 0 for q in result["ratios"])
+
+    with open(paths["png"], "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    md = open(paths["md"]).read()
+    assert "| backend | variant |" in md and "versions:" in md
