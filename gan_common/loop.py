@@ -126,9 +126,8 @@ def train_loop(config: Config, backend: Backend, total_steps: int, steps_per_epo
         def log(step: int) -> None:
             """Fetch what the device has done since the last log, check it, and write one line."""
             nonlocal pending, last, t_log, step_log
-            now = time.perf_counter()
-            extra = {}
             rows = _fetch_checked(backend, pending, checkpoint_dir=os.path.join(out, CHECKPOINT_DIR))
+            now = time.perf_counter()  # after the fetch: the device has finished these steps
             pending = []
             rate = (step - step_log) / max(now - t_log, 1e-9)
             t_log, step_log = now, step

@@ -62,6 +62,9 @@ def test_cli_writes_every_output(run40):
     for key in ("step", "epoch", "d_loss", "g_loss", "d_real", "d_fake", "steps_per_s", "wall_time"):
         assert all(np.isfinite(r[key]) for r in rows), key
     assert all(0 < r["d_real"] < 1 and 0 < r["d_fake"] < 1 for r in rows)
+    # steps/s is timed from one fetched (finished) interval to the next: a rate above 20k steps/s
+    # (>10x any device here) would mean it timed the asynchronous dispatch instead.
+    assert all(0 < r["steps_per_s"] < 20_000 for r in rows)
     # --eval-every 20: FID-MNIST and coverage join the log lines of steps 20 and 40 only.
     assert [r["step"] for r in rows if "fid_mnist" in r] == [20, 40]
     assert all(r["fid_mnist"] > 0 and 1 <= r["classes_covered"] <= 10 for r in rows if "fid_mnist" in r)
