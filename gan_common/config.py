@@ -125,7 +125,7 @@ def validate(config: Config) -> Config:
     if c.eval_every < 0 or c.eval_samples < 10:
         raise UserError(f"--eval-every must be >= 0 and --eval-samples >= 10, got {c.eval_every}, {c.eval_samples}")
     if c.eval_every and c.dataset != "mnist":
-        raise UserError(f"--eval-every measures FID-MNIST with an MNIST classifier; it needs --dataset mnist")
+        raise UserError("--eval-every measures FID-MNIST with an MNIST classifier; it needs --dataset mnist")
     if c.steps < 0:
         raise UserError(f"--steps must be >= 0 (0 means use --epochs), got {c.steps}")
     if c.steps == 0 and not c.epochs > 0:

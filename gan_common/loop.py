@@ -9,13 +9,14 @@ them only at log, sample and checkpoint boundaries, so the device runs ahead in 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
 import signal
 import sys
 import time
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 
@@ -171,6 +172,25 @@ def train_loop(config: Config, backend: Backend, total_steps: int, steps_per_epo
     else:
         print(f"done: {backend.step} steps; outputs in {out}", file=sys.stderr)
     return last
+
+
+def run_training(config: Config, workdir: str | None, given: set[str] | Sequence[str],
+                 make_backend: Callable[[Config, np.ndarray], Backend], backend_name: str,
+                 load_evaluator: Callable[[], Callable[[np.ndarray], dict]]) -> dict:
+    """Each backend's `train_and_evaluate`: settle the run folder, load the data, build the
+    backend (restoring the newest checkpoint when resuming), and train to the end."""
+    from gan_common.datasets import load_dataset
+
+    if workdir is not None:
+        config = dataclasses.replace(config, out_dir=workdir)
+    config = prepare_run(config, set(given))
+    images = load_dataset(config.dataset, "train", config.data_source, config.data_dir).images
+    if config.batch_size > images.shape[0]:
+        raise UserError(f"--batch-size {config.batch_size} exceeds the {images.shape[0]} training images")
+    backend = make_backend(config, images)
+    evaluator = load_evaluator() if config.eval_every else None
+    return train_loop(config, backend, config.total_steps(images.shape[0]), images.shape[0] // config.batch_size,
+                      backend_name, evaluator)
 
 
 def _fetch_checked(backend: Backend, pending: list[tuple[int, Any]], checkpoint_dir: str) -> np.ndarray:

@@ -13,7 +13,7 @@ import jax
 import numpy as np
 
 from gan_common.config import Config
-from gan_common.errors import UserError, cli_entry
+from gan_common.errors import cli_entry
 from gan_common.sampling import parse_sample_args, write_samples
 
 

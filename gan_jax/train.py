@@ -25,9 +25,8 @@ import optax
 from flax import nnx
 
 from gan_common.config import Config, parse_args
-from gan_common.datasets import load_dataset
-from gan_common.errors import UserError, cli_entry
-from gan_common.loop import CHECKPOINT_DIR, prepare_run, train_loop
+from gan_common.errors import cli_entry
+from gan_common.loop import CHECKPOINT_DIR, run_training
 from gan_jax.models import Discriminator, Generator
 
 NUM_FIXED_SAMPLES = 64  # the sample grid: 8 x 8 digits from one noise batch fixed for the run
@@ -243,27 +242,25 @@ class JaxBackend:
         return self._checkpoint.save(os.path.join(self.gan.config.out_dir, CHECKPOINT_DIR), self.gan, self.state)
 
 
-def train_and_evaluate(config: Config, workdir: str | None = None, given: Sequence[str] = ()) -> dict:
-    """Train (or resume) the run described by `config` in `workdir`; return the last logged metrics."""
-    from gan_jax import checkpoint
-
-    if workdir is not None:
-        config = dataclasses.replace(config, out_dir=workdir)
-    config = prepare_run(config, set(given))
-    train = load_dataset(config.dataset, "train", config.data_source, config.data_dir)
-    if config.batch_size > train.images.shape[0]:
-        raise UserError(f"--batch-size {config.batch_size} exceeds the {train.images.shape[0]} training images")
+def _make_backend(config: Config, images: np.ndarray) -> JaxBackend:
     state = None
     if config.resume:
-        gan, fresh = create(config)
+        from gan_jax import checkpoint
+
+        _, fresh = create(config)
         state = checkpoint.restore_latest(os.path.join(config.out_dir, CHECKPOINT_DIR), fresh)
-    backend = JaxBackend(config, train.images, state)
-    steps_per_epoch = train.images.shape[0] // config.batch_size
-    evaluator = None
-    if config.eval_every:
-        from gan_jax.evaluate import fid_and_coverage as evaluator
-    return train_loop(config, backend, config.total_steps(train.images.shape[0]), steps_per_epoch, "gan_jax",
-                      evaluator)
+    return JaxBackend(config, images, state)
+
+
+def _load_evaluator():
+    from gan_jax.evaluate import fid_and_coverage
+
+    return fid_and_coverage
+
+
+def train_and_evaluate(config: Config, workdir: str | None = None, given: Sequence[str] = ()) -> dict:
+    """Train (or resume) the run described by `config` in `workdir`; return the last logged metrics."""
+    return run_training(config, workdir, given, _make_backend, "gan_jax", _load_evaluator)
 
 
 @cli_entry

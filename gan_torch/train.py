@@ -21,9 +21,8 @@ import torch
 import torch.nn.functional as F
 
 from gan_common.config import Config, parse_args
-from gan_common.datasets import load_dataset
-from gan_common.errors import UserError, cli_entry
-from gan_common.loop import CHECKPOINT_DIR, prepare_run, train_loop
+from gan_common.errors import cli_entry
+from gan_common.loop import CHECKPOINT_DIR, run_training
 from gan_torch.models import Discriminator, Generator
 
 NUM_FIXED_SAMPLES = 64  # the sample grid: 8 x 8 digits from one noise batch fixed for the run
@@ -181,26 +180,25 @@ class TorchBackend:
         return checkpoint.save(os.path.join(self.gan.config.out_dir, CHECKPOINT_DIR), self.gan, self.step, self.rng)
 
 
+def _make_backend(config: Config, images: np.ndarray) -> TorchBackend:
+    backend = TorchBackend(config, images)
+    if config.resume:
+        from gan_torch import checkpoint
+
+        backend.step = checkpoint.restore_latest(os.path.join(config.out_dir, CHECKPOINT_DIR), backend.gan, backend.rng)
+    return backend
+
+
+def _load_evaluator():
+    from gan_torch.evaluate import fid_and_coverage
+
+    return fid_and_coverage
+
+
 def train_and_evaluate(config: Config, workdir: str | None = None, given: Sequence[str] = ()) -> dict:
     """Train (or resume) the run described by `config` in `workdir`; return the last logged metrics."""
-    from gan_torch import checkpoint
-
     torch.use_deterministic_algorithms(True)  # same seed, same machine: the same bits (and resume equals a full run)
-    if workdir is not None:
-        config = dataclasses.replace(config, out_dir=workdir)
-    config = prepare_run(config, set(given))
-    train = load_dataset(config.dataset, "train", config.data_source, config.data_dir)
-    if config.batch_size > train.images.shape[0]:
-        raise UserError(f"--batch-size {config.batch_size} exceeds the {train.images.shape[0]} training images")
-    backend = TorchBackend(config, train.images)
-    if config.resume:
-        backend.step = checkpoint.restore_latest(os.path.join(config.out_dir, CHECKPOINT_DIR), backend.gan, backend.rng)
-    steps_per_epoch = train.images.shape[0] // config.batch_size
-    evaluator = None
-    if config.eval_every:
-        from gan_torch.evaluate import fid_and_coverage as evaluator
-    return train_loop(config, backend, config.total_steps(train.images.shape[0]), steps_per_epoch, "gan_torch",
-                      evaluator)
+    return run_training(config, workdir, given, _make_backend, "gan_torch", _load_evaluator)
 
 
 @cli_entry

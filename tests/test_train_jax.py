@@ -14,7 +14,6 @@ import pytest
 from safetensors.numpy import load_file
 
 from gan_common.config import Config
-from gan_common.errors import UserError
 from gan_common.loop import TrainingDiverged, train_loop
 from gan_jax import sample, train
 
@@ -158,7 +157,6 @@ def test_epochs_are_fresh_permutations_and_drop_the_partial_batch():
     p0, p1 = (np.asarray(train.epoch_permutation(key, e, 1000)) for e in (0, 1))
     assert sorted(p0) == list(range(1000)) and not np.array_equal(p0, p1)
     # 1000 images at batch 64: 15 full batches per epoch; step 15 starts epoch 1.
-    data = np.arange(1000, dtype=np.uint8).reshape(1000, 1, 1, 1).repeat(28, 1).repeat(28, 2)
     assert Config(batch_size=64, epochs=2).total_steps(1000) == 30
 
 
