@@ -30,7 +30,7 @@ def run_cli(*argv):
 @pytest.fixture(scope="module")
 def run40(tmp_path_factory):
     out = str(tmp_path_factory.mktemp("run") / "r")
-    assert run_cli("--out-dir", out, "--steps", "40", *FAST) == 0
+    assert run_cli("--out-dir", out, "--steps", "40", *FAST, "--eval-every", "20", "--eval-samples", "300") == 0
     return out
 
 
@@ -45,6 +45,9 @@ def test_cli_writes_every_output(run40):
     for key in ("step", "epoch", "d_loss", "g_loss", "d_real", "d_fake", "steps_per_s", "wall_time"):
         assert all(np.isfinite(r[key]) for r in rows), key
     assert all(0 < r["d_real"] < 1 and 0 < r["d_fake"] < 1 for r in rows)
+    # --eval-every 20 (torch classifier port): FID-MNIST and coverage join the lines of steps 20 and 40.
+    assert [r["step"] for r in rows if "fid_mnist" in r] == [20, 40]
+    assert all(r["fid_mnist"] > 0 and 1 <= r["classes_covered"] <= 10 for r in rows if "fid_mnist" in r)
     assert sorted(os.listdir(os.path.join(run40, "samples"))) == ["step_0000020.png", "step_0000040.png"]
     assert os.path.getsize(os.path.join(run40, "losses.png")) > 10_000
     # Checkpoints at 10, 20, 30, 40; the newest three are kept, and no temporary folder is left.
