@@ -37,16 +37,17 @@ from typing import Any, Sequence
 
 import numpy as np
 
+import gan_jax  # noqa: F401  (first: it sets the production XLA:CPU flags before jax starts)
 from benchmarks import flops as flops_lib
 from gan_common.config import Config
 
 CPU_BATCH_SIZES = (1, 64, 256, 1024, 4096)
 GPU_BATCH_SIZES = CPU_BATCH_SIZES + (16384, 65536)
 KS = (1, 10, 100)
-JAX_VARIANTS = ("step", "fused")
+JAX_VARIANTS = ("step", "fused", "matmuls")
 TORCH_VARIANTS = ("eager", "tuned", "compiled", "compiled_ro", "cuda_graph")
 ALL_VARIANTS = JAX_VARIANTS + TORCH_VARIANTS
-QUICK = dict(batch_sizes=(1, 8), repeats=2, min_time=0.0, warmup=1, ks=(2,), variants=("step", "fused", "eager", "tuned"))
+QUICK = dict(batch_sizes=(1, 8), repeats=2, min_time=0.0, warmup=1, ks=(2,), variants=("step", "fused", "matmuls", "eager", "tuned"))
 QUICK_CONFIG = dict(g_hidden="32", d_hidden="32", latent_dim=16)  # tiny nets: the smoke test checks structure, not speed
 ROW_KEYS = ("backend", "variant", "batch_size", "steps_per_call", "steps_per_s", "images_per_s", "step_ms_median",
             "step_ms_p25", "step_ms_p75", "step_ms_min", "step_ms_max", "repeats", "calls_per_repeat",
@@ -107,6 +108,61 @@ class JaxFused:
         import jax
 
         jax.block_until_ready((self.state, self.out))
+
+
+class JaxMatmuls:
+    """A floor, not a training step: only the step's matrix products (benchmarks/flops.py's list),
+    same shapes and transposes as autodiff emits, in one jitted call. What XLA's dot alone needs."""
+
+    backend, steps_per_call = "jax", 1
+
+    def __init__(self, config: Config):
+        import jax
+        import jax.numpy as jnp
+        from jax import lax
+
+        from benchmarks.flops import widths
+
+        self.name = "matmuls"
+        g, d = widths(config)
+        b = config.batch_size
+        rng = np.random.default_rng(0)
+        normal = lambda *shape: jnp.asarray(rng.standard_normal(shape, dtype=np.float32))  # noqa: E731
+        w_g = [normal(a, c) for a, c in zip(g[:-1], g[1:])]
+        w_d = [normal(a, c) for a, c in zip(d[:-1], d[1:])]
+        # activations (rows, in) and back-propagated errors (rows, out) per layer, for B and 2B rows
+        acts = {n: ([normal(n, a) for a in g[:-1]], [normal(n, a) for a in d[:-1]]) for n in (b, 2 * b)}
+        errs = {n: ([normal(n, c) for c in g[1:]], [normal(n, c) for c in d[1:]]) for n in (b, 2 * b)}
+        fwd = lambda x, w: x @ w  # noqa: E731  (rows, in) @ (in, out)
+        wgrad = lambda x, e: lax.dot_general(x, e, (((0,), (0,)), ((), ())))  # noqa: E731  x^T e: (in, out)
+        igrad = lambda e, w: lax.dot_general(e, w, (((1,), (1,)), ((), ())))  # noqa: E731  e w^T: (rows, in)
+
+        def products(w_g, w_d, acts, errs):
+            (ag1, ad1), (eg1, ed1) = acts[b], errs[b]  # B rows
+            _, ad2 = acts[2 * b]
+            _, ed2 = errs[2 * b]
+            out = [fwd(x, w) for x, w in zip(ag1, w_g)]  # D step: G forward
+            out += [fwd(x, w) for x, w in zip(ad2, w_d)]  # D forward on [real; fake]
+            out += [wgrad(x, e) for x, e in zip(ad2, ed2)]  # D weight grads
+            out += [igrad(e, w) for e, w in zip(ed2[1:], w_d[1:])]  # D input grads, not layer 1
+            out += [fwd(x, w) for x, w in zip(ag1, w_g)]  # G step: G forward
+            out += [fwd(x, w) for x, w in zip(ad1, w_d)]  # D forward
+            out += [igrad(e, w) for e, w in zip(ed1, w_d)]  # D input grads, all layers
+            out += [wgrad(x, e) for x, e in zip(ag1, eg1)]  # G weight grads
+            out += [igrad(e, w) for e, w in zip(eg1[1:], w_g[1:])]  # G input grads, not layer 1
+            return out
+
+        self.args = (w_g, w_d, acts, errs)
+        self.fn = jax.jit(products)
+        self.out = None
+
+    def call(self) -> None:
+        self.out = self.fn(*self.args)
+
+    def sync(self) -> None:
+        import jax
+
+        jax.block_until_ready(self.out)
 
 
 class TorchRunner:
@@ -317,6 +373,8 @@ def variant_specs(batch: int, config: Config, images_u8: np.ndarray, variants: S
             cache["jax"], cache["jax_n"] = jax.device_put(data), data.shape[0]  # (N, 28, 28, 1) uint8, once
         for k, nominal in fused_ks(args.ks, batch, args.max_images_per_call):
             specs.append((f"jax fused_k{nominal} (K={k})", functools.partial(JaxFused, config, cache["jax"], k, nominal)))
+    if "matmuls" in variants:
+        specs.append(("jax matmuls", lambda: JaxMatmuls(config)))
     torch_names = [v for v in TORCH_VARIANTS if v in variants]
     if torch_names:
         dev = torch_variants.default_device()

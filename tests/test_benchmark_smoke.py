@@ -54,7 +54,8 @@ def test_quick_run_writes_rows_for_both_backends(tmp_path):
         assert row["images_per_s"] == pytest.approx(row["batch_size"] * row["steps_per_s"])
         assert row["step_ms_p25"] <= row["step_ms_median"] <= row["step_ms_p75"]
     got = {(r["backend"], r["variant"], r["batch_size"]) for r in rows}
-    want = {(b, v, n) for b, v in [("jax", "step"), ("jax", "fused_k2"), ("torch", "eager"), ("torch", "tuned")]
+    want = {(b, v, n) for b, v in [("jax", "step"), ("jax", "fused_k2"), ("jax", "matmuls"), ("torch", "eager"),
+                                   ("torch", "tuned")]
             for n in (1, 8)}
     assert got == want
 
