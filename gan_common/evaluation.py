@@ -144,13 +144,12 @@ class Evaluator:
 
 
 # ------------------------------------------------------------------ the evaluate CLI of both backends
-def generate_images(generate: Callable[[np.ndarray], np.ndarray], latent_dim: int, num: int, seed: int,
-                    batch_size: int = 1000) -> np.ndarray:
-    """`num` images from `generate`, z ~ N(0, I) from `seed` as in the sample CLI (same z in either backend)."""
+def generate_images(generate: Callable[[np.ndarray], np.ndarray], latent_dim: int, num: int, seed: int) -> np.ndarray:
+    """`num` images from a backend's `load_generator` function (it batches itself), z ~ N(0, I)
+    from `seed` as in the sample CLI, so either backend sees the same z."""
     from gan_common.sampling import sample_noise
 
-    z = sample_noise(num, latent_dim, seed)  # (N, latent_dim)
-    return np.concatenate([np.asarray(generate(z[s : s + batch_size])) for s in range(0, num, batch_size)])
+    return np.asarray(generate(sample_noise(num, latent_dim, seed)))  # (N, 28, 28, 1)
 
 
 def evaluate_main(argv: Sequence[str] | None, prog: str, evaluator: Evaluator, load_generator: Callable) -> int:

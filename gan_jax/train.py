@@ -233,7 +233,7 @@ class JaxBackend:
         return np.asarray(metrics, dtype=np.float64)
 
     def sample(self) -> np.ndarray:
-        return np.asarray(self._sample(self.state.g_params, self.z_fixed))
+        return self.generate(self.z_fixed)
 
     def generate(self, z: np.ndarray) -> np.ndarray:
         return np.asarray(self._sample(self.state.g_params, jnp.asarray(z)))

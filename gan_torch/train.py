@@ -167,8 +167,7 @@ class TorchBackend:
         return metrics.numpy().astype(np.float64)
 
     def sample(self) -> np.ndarray:
-        with torch.no_grad():
-            return self.gan.generator(self.z_fixed).numpy()
+        return self.generate(self.z_fixed)
 
     def generate(self, z: np.ndarray) -> np.ndarray:
         with torch.no_grad():
