@@ -17,6 +17,10 @@ from gan_common.errors import UserError
 DATASETS = ("mnist", "fashion_mnist", "kmnist")
 DATA_SOURCES = ("auto", "package", "idx", "tfds")
 G_LOSSES = ("non_saturating", "minimax")
+PRECISIONS = ("float32", "bf16")
+# How a run is laid out on hardware, not what it computes: a resumed run takes these from
+# its own command line (a multi-host job may come back on other hosts or device counts).
+LAUNCH_FIELDS = frozenset({"devices", "coordinator_address", "num_processes", "process_id"})
 
 
 def _field(default: Any, help: str, **extra: Any) -> Any:
@@ -68,6 +72,25 @@ class Config:
         100, "training steps per compiled call (JAX lax.scan length); the host only wakes between calls"
     )
     resume: bool = _field(False, "continue the run in --out-dir from its newest checkpoint")
+    # --- the hardware: numerics and layout ---
+    precision: str = _field(
+        "float32",
+        "compute dtype: float32, or bf16 (bfloat16 matmuls and activations; parameters, optimiser state "
+        "and losses stay float32)",
+        choices=PRECISIONS,
+    )
+    devices: int = _field(
+        0,
+        "devices the global batch is split over, data parallel (0: every device JAX sees; on a CPU, N > 1 "
+        "simulates N devices). gan_torch: launch with torchrun instead",
+    )
+    coordinator_address: str = _field(
+        "", "multi-host: HOST:PORT of process 0's coordinator (empty: $JAX_COORDINATOR_ADDRESS or the cluster's)"
+    )
+    num_processes: int = _field(
+        1, "multi-host: processes in the job (1: single process; 0: detect from SLURM / Open MPI or $JAX_NUM_PROCESSES)"
+    )
+    process_id: int = _field(-1, "multi-host: this process's index, 0..N-1 (-1: $JAX_PROCESS_ID or the cluster's)")
 
     # ---------------------------------------------------------------- derived views
     @property
@@ -112,7 +135,7 @@ def _widths(text: str, flag: str) -> tuple[int, ...]:
 RESUMABLE_OVERRIDES = frozenset(
     {"steps", "epochs", "log_every", "sample_every", "checkpoint_every", "eval_every", "eval_samples", "steps_per_call",
      "resume", "data_dir"}
-)
+) | LAUNCH_FIELDS
 
 
 def validate(config: Config) -> Config:
@@ -126,6 +149,11 @@ def validate(config: Config) -> Config:
         raise UserError(f"--eval-every must be >= 0 and --eval-samples >= 10, got {c.eval_every}, {c.eval_samples}")
     if c.eval_every and c.dataset != "mnist":
         raise UserError("--eval-every measures FID-MNIST with an MNIST classifier; it needs --dataset mnist")
+    if c.devices < 0 or c.num_processes < 0 or c.process_id < -1:
+        raise UserError(f"--devices and --num-processes must be >= 0 and --process-id >= -1, got "
+                        f"{c.devices}, {c.num_processes}, {c.process_id}")
+    if c.num_processes > 0 and c.process_id >= c.num_processes:
+        raise UserError(f"--process-id {c.process_id} must be below --num-processes {c.num_processes}")
     if c.steps < 0:
         raise UserError(f"--steps must be >= 0 (0 means use --epochs), got {c.steps}")
     if c.steps == 0 and not c.epochs > 0:
@@ -194,6 +222,7 @@ def resume_config(saved: Config, current: Config, given: set[str]) -> Config:
             f"resume may change only {', '.join('--' + _flag(n) for n in sorted(RESUMABLE_OVERRIDES - {'resume'}))}"
         )
     overrides = {n: getattr(current, n) for n in given if n in RESUMABLE_OVERRIDES - {"resume"}}
+    overrides.update({n: getattr(current, n) for n in LAUNCH_FIELDS})  # this launch's layout, given or not
     if "steps" in given and "epochs" not in given:
         overrides["epochs"] = saved.epochs
     out = dataclasses.replace(saved, out_dir=current.out_dir, **overrides, resume=True)

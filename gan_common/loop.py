@@ -36,6 +36,7 @@ class TrainingDiverged(UserError):
 
 class Backend(Protocol):
     step: int  # global steps done so far (host int, advanced by `run`)
+    is_primary: bool  # the process that writes files; in a multi-process run every process runs this loop
 
     def run(self, num_steps: int) -> Any:
         """Queue `num_steps` training steps; return their metrics, (num_steps, 4), possibly not yet computed."""
@@ -53,10 +54,15 @@ class Backend(Protocol):
         """Images (N, H, W, C) in [-1, 1] from noise z (N, latent_dim), for --eval-every."""
 
 
-def prepare_run(config: Config, given: set[str]) -> Config:
-    """Check the output folder and settle the run's config (a resumed run keeps its saved one)."""
+def prepare_run(config: Config, given: set[str], primary: bool = True) -> Config:
+    """Check the output folder and settle the run's config (a resumed run keeps its saved one).
+
+    Only the primary process checks and writes; the others only read (a shared --out-dir).
+    """
     out = config.out_dir
     saved_path = os.path.join(out, CONFIG_FILE)
+    if not primary:
+        return resume_config(Config.from_json_file(saved_path), config, given) if config.resume else config
     if config.resume:
         if not os.path.isfile(saved_path):
             raise UserError(f"--resume: {out!r} holds no run (no {CONFIG_FILE}); start a run there without --resume")
@@ -112,16 +118,19 @@ def train_loop(config: Config, backend: Backend, total_steps: int, steps_per_epo
     from tqdm import tqdm
 
     out = config.out_dir
-    metrics_path = os.path.join(out, METRICS_FILE)
-    _truncate_metrics(metrics_path, backend.step)
+    primary = getattr(backend, "is_primary", True)
+    metrics_path = os.path.join(out, METRICS_FILE) if primary else os.devnull
+    if primary:
+        _truncate_metrics(metrics_path, backend.step)
     pending: list[tuple[int, Any]] = []  # (first step, metrics handle) not yet fetched
     last: dict = {}
     t_log, step_log = time.perf_counter(), backend.step
     t_start = time.time()
-    print(f"[{backend_name}] training {config.dataset} from step {backend.step} to {total_steps} "
-          f"({steps_per_epoch} steps/epoch, batch {config.batch_size}) -> {out}", file=sys.stderr)
+    if primary:
+        print(f"[{backend_name}] training {config.dataset} from step {backend.step} to {total_steps} "
+              f"({steps_per_epoch} steps/epoch, batch {config.batch_size}) -> {out}", file=sys.stderr)
     bar = tqdm(total=total_steps, initial=backend.step, unit="step", dynamic_ncols=True, file=sys.stderr,
-               disable=None)
+               disable=None if primary else True)
     with _SigintFlag() as sigint, bar, open(metrics_path, "a") as metrics_file:
 
         def log(step: int) -> None:
@@ -157,7 +166,9 @@ def train_loop(config: Config, backend: Backend, total_steps: int, steps_per_epo
             if stop % config.log_every == 0 or stop % config.sample_every == 0 or do_ckpt or do_eval:
                 log(stop)  # also the NaN guard: no sample or checkpoint of a diverged state
             if stop % config.sample_every == 0 or at_end:
-                save_grid(backend.sample(), os.path.join(out, "samples", f"step_{stop:07d}.png"))
+                grid = backend.sample()  # every process: sampling is one program over the whole mesh
+                if primary:
+                    save_grid(grid, os.path.join(out, "samples", f"step_{stop:07d}.png"))
             if do_ckpt:
                 backend.save_checkpoint()
                 saved_step = stop
@@ -165,6 +176,8 @@ def train_loop(config: Config, backend: Backend, total_steps: int, steps_per_epo
             if pending:
                 log(backend.step)
             backend.save_checkpoint()
+    if not primary:
+        return last
     plot_losses(metrics_path, os.path.join(out, "losses.png"))
     if sigint.requested and backend.step < total_steps:
         print(f"\ninterrupted: checkpoint written at step {backend.step}. Resume with:\n"
@@ -176,14 +189,15 @@ def train_loop(config: Config, backend: Backend, total_steps: int, steps_per_epo
 
 def run_training(config: Config, workdir: str | None, given: set[str] | Sequence[str],
                  make_backend: Callable[[Config, np.ndarray], Backend], backend_name: str,
-                 load_evaluator: Callable[[], Callable[[np.ndarray], dict]]) -> dict:
+                 load_evaluator: Callable[[], Callable[[np.ndarray], dict]], primary: bool = True) -> dict:
     """Each backend's `train_and_evaluate`: settle the run folder, load the data, build the
-    backend (restoring the newest checkpoint when resuming), and train to the end."""
+    backend (restoring the newest checkpoint when resuming), and train to the end.
+    `primary`: whether this process writes files (False on all but one process of a multi-process run)."""
     from gan_common.datasets import load_dataset
 
     if workdir is not None:
         config = dataclasses.replace(config, out_dir=workdir)
-    config = prepare_run(config, set(given))
+    config = prepare_run(config, set(given), primary)
     images = load_dataset(config.dataset, "train", config.data_source, config.data_dir).images
     if config.batch_size > images.shape[0]:
         raise UserError(f"--batch-size {config.batch_size} exceeds the {images.shape[0]} training images")

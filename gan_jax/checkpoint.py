@@ -17,6 +17,7 @@ from flax import nnx
 from gan_common.config import Config
 from gan_common.errors import UserError
 from gan_common.weights import WEIGHTS_FILE, latest_step_dir, load_weights, resolve_weights_file, save_weights
+from gan_jax import parallel
 
 KEEP = 3  # newest checkpoints kept; older ones are deleted by orbax
 
@@ -35,7 +36,7 @@ def export_weights(g_params: nnx.State, d_params: nnx.State) -> dict[str, np.nda
     for net, params in (("generator", g_params), ("discriminator", d_params)):
         for layer, leaves in nnx.to_pure_dict(params).items():
             for name, value in leaves.items():
-                out[f"{net}.{layer}.{name}"] = np.asarray(value, np.float32)
+                out[f"{net}.{layer}.{name}"] = parallel.to_host(value).astype(np.float32)
     return out
 
 
@@ -58,10 +59,14 @@ def import_weights(tensors: dict[str, np.ndarray], g_params: nnx.State, d_params
 
 # ----------------------------------------------------------------------------- checkpoints
 def save(root: str, gan, state) -> str:
-    """Write the checkpoint of `state.step` under `root`; return its folder."""
+    """Write the checkpoint of `state.step` under `root`; return its folder.
+
+    Every process of a multi-process run calls this (orbax coordinates them); process 0 alone
+    writes the neutral weight file.
+    """
     import orbax.checkpoint as ocp
 
-    step = int(state.step)
+    step = int(parallel.to_host(state.step))
     with _manager(root, create=True) as mngr:
         mngr.save(step, args=ocp.args.Composite(
             state=ocp.args.StandardSave(state._asdict()),
@@ -69,7 +74,8 @@ def save(root: str, gan, state) -> str:
         ), force=True)
         mngr.wait_until_finished()
     folder = os.path.join(root, str(step))
-    save_weights(os.path.join(folder, WEIGHTS_FILE), export_weights(state.g_params, state.d_params), gan.config)
+    if parallel.is_primary():
+        save_weights(os.path.join(folder, WEIGHTS_FILE), export_weights(state.g_params, state.d_params), gan.config)
     return folder
 
 

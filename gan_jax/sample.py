@@ -27,7 +27,7 @@ def load_generator(path: str) -> tuple[Callable[[np.ndarray], np.ndarray], Confi
     apply = jax.jit(gan.generate)
 
     def generate(z: np.ndarray, batch: int = 4096) -> np.ndarray:
-        return np.concatenate([np.asarray(apply(g_params, z[i:i + batch])) for i in range(0, len(z), batch)])
+        return np.concatenate([np.asarray(apply(g_params, z[i:i + batch]), np.float32) for i in range(0, len(z), batch)])
 
     return generate, config
 

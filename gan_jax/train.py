@@ -27,6 +27,7 @@ from flax import nnx
 from gan_common.config import Config, parse_args
 from gan_common.errors import cli_entry
 from gan_common.loop import CHECKPOINT_DIR, run_training
+from gan_jax import parallel
 from gan_jax.models import Discriminator, Generator
 
 NUM_FIXED_SAMPLES = 64  # the sample grid: 8 x 8 digits from one noise batch fixed for the run
@@ -62,19 +63,22 @@ class TrainState(NamedTuple):
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Gan:
-    """The static half: graph definitions and optimisers. Hashed by identity, closed over by jit."""
+    """The static half: graph definitions, optimisers and the device mesh. Hashed by identity, closed over by jit."""
 
     config: Config
     g_def: nnx.GraphDef
     d_def: nnx.GraphDef
     g_tx: optax.GradientTransformation
     d_tx: optax.GradientTransformation
+    mesh: jax.sharding.Mesh | None = None  # the batch is split over it (gan_jax.parallel); None: one device
 
     def generate(self, g_params: nnx.State, z: jax.Array) -> jax.Array:
-        return nnx.merge(self.g_def, g_params)(z)  # (B, 28, 28, 1) in [-1, 1]
+        return nnx.merge(self.g_def, g_params)(z)  # (B, 28, 28, 1) in [-1, 1], compute dtype
 
     def discriminate(self, d_params: nnx.State, x: jax.Array) -> jax.Array:
-        return nnx.merge(self.d_def, d_params)(x)  # (B,) logits
+        logits = nnx.merge(self.d_def, d_params)(x)  # (B,)
+        # Losses are taken in float32 (or wider) whatever the compute dtype (--precision bf16).
+        return logits.astype(jnp.promote_types(logits.dtype, jnp.float32))
 
 
 # Streams derived from the run key with fold_in: resuming needs only (key, step).
@@ -86,14 +90,14 @@ def adam(config: Config) -> optax.GradientTransformation:
     return optax.adam(config.lr, b1=config.beta1, b2=config.beta2, eps=config.adam_eps)
 
 
-def create(config: Config) -> tuple[Gan, TrainState]:
-    """Fresh models and optimisers for `config`, initialised from its seed."""
+def create(config: Config, mesh: jax.sharding.Mesh | None = None) -> tuple[Gan, TrainState]:
+    """Fresh models and optimisers for `config`, initialised from its seed (on the default device)."""
     key = jax.random.PRNGKey(config.seed)
     init_key = jax.random.fold_in(key, _INIT)
     g_key, d_key = jax.random.split(init_key)
     g_def, g_params = nnx.split(Generator(config, nnx.Rngs(params=g_key)))
     d_def, d_params = nnx.split(Discriminator(config, nnx.Rngs(params=d_key)))
-    gan = Gan(config, g_def, d_def, adam(config), adam(config))
+    gan = Gan(config, g_def, d_def, adam(config), adam(config), mesh)
     state = TrainState(
         g_params=g_params,
         d_params=d_params,
@@ -114,13 +118,13 @@ def train_step(
     x: (B, 28, 28, 1) real images in [-1, 1]; z_d, z_g: (B, latent_dim) noise.
     Returns the new state and metrics (4,) = [d_loss, g_loss, mean D(x), mean D(G(z_d))].
     """
-    batch = x.shape[0]
     fake_d = gan.generate(state.g_params, z_d)  # (B, 28, 28, 1); outside grad: no G backward in D's step
 
-    # Update D: maximise log D(x) + log(1 - D(G(z_d))). One D call on [real; fake] (same maths, one matmul).
+    # Update D: maximise log D(x) + log(1 - D(G(z_d))). One D call on [real; fake] (same maths, one matmul;
+    # on a mesh, concatenated per device so no row moves).
     def d_objective(d_params):
-        logits = gan.discriminate(d_params, jnp.concatenate([x, fake_d]))  # (2B,)
-        real, fake = logits[:batch], logits[batch:]
+        logits = gan.discriminate(d_params, parallel.concat_batches(x, fake_d, gan.mesh))  # (2B,)
+        real, fake = parallel.split_batches(logits, gan.mesh)  # (B,), (B,)
         return d_loss_fn(real, fake), (real, fake)
 
     (d_loss, (real_logits, fake_logits)), d_grads = jax.value_and_grad(d_objective, has_aux=True)(state.d_params)
@@ -167,28 +171,35 @@ def make_train_chunk(gan: Gan, num_train: int):
     `data` is the whole uint8 training set (N, 28, 28, 1) on the device; each step gathers
     its batch from the epoch's permutation, draws its noise from (key, step), and runs
     `train_step`. The state is donated: its buffers are reused, never copied.
+    On a mesh (`gan.mesh`), state and data are replicated and each device gathers and draws
+    only its slice of the batch: threefry's partitionable mode makes every slice of the noise
+    equal to the same rows drawn on one device, so the run computes the same numbers on any
+    number of devices, up to the order of the gradient sums.
     """
     batch = gan.config.batch_size
     steps_per_epoch = num_train // batch  # the final partial batch is dropped
     latent_dim = gan.config.latent_dim
+    mesh = gan.mesh
+    out_shardings = None if mesh is None else parallel.replicated(mesh)
 
-    @functools.partial(jax.jit, static_argnames="num_steps", donate_argnums=(0, 1))
+    @functools.partial(jax.jit, static_argnames="num_steps", donate_argnums=(0, 1), out_shardings=out_shardings)
     def scan_steps(state: TrainState, perm: jax.Array, data: jax.Array, num_steps: int):
         def body(carry, _):
             state, perm = carry
             epoch, pos = state.step // steps_per_epoch, state.step % steps_per_epoch
             # A new epoch reshuffles; the permutation rides in the carry between epoch starts.
             perm = jax.lax.cond(pos == 0, lambda: epoch_permutation(state.key, epoch, num_train), lambda: perm)
-            idx = jax.lax.dynamic_slice_in_dim(perm, pos * batch, batch)  # (B,)
-            x = scale_images(data[idx])  # (B, 28, 28, 1) in [-1, 1]
-            z_d, z_g = step_noise(state.key, state.step, batch, latent_dim)
+            idx = parallel.shard_batch(jax.lax.dynamic_slice_in_dim(perm, pos * batch, batch), mesh)  # (B,)
+            x = parallel.shard_batch(scale_images(data[idx]), mesh)  # (B, 28, 28, 1) in [-1, 1]
+            z_d, z_g = (parallel.shard_batch(z, mesh) for z in step_noise(state.key, state.step, batch, latent_dim))
             state, metrics = train_step(gan, state, x, z_d, z_g)
             return (state, perm), metrics
 
         (state, perm), metrics = jax.lax.scan(body, (state, perm), length=num_steps)
         return state, perm, metrics  # metrics (num_steps, 4)
 
-    current_perm = jax.jit(lambda key, step: epoch_permutation(key, step // steps_per_epoch, num_train))
+    current_perm = jax.jit(lambda key, step: epoch_permutation(key, step // steps_per_epoch, num_train),
+                           out_shardings=out_shardings)
     carried: list = [None, None]  # the last state returned, and its epoch's permutation
 
     def train_chunk(state: TrainState, data: jax.Array, num_steps: int):
@@ -212,17 +223,21 @@ def fixed_noise(config: Config) -> jax.Array:
 class JaxBackend:
     """gan_common.loop.Backend over the fused loop: `run` queues compiled calls, never waits."""
 
-    def __init__(self, config: Config, data_u8: np.ndarray, state: TrainState | None = None):
+    def __init__(self, config: Config, data_u8: np.ndarray, state: TrainState | None = None,
+                 mesh: jax.sharding.Mesh | None = None):
         from gan_jax import checkpoint
 
-        self.gan, fresh = create(config)
-        self.state = state if state is not None else fresh
-        self.step = int(self.state.step)
-        self.data = jax.device_put(data_u8)  # (N, 28, 28, 1) uint8, once
+        mesh = mesh if mesh is not None else parallel.make_mesh(config)
+        self.gan, fresh = create(config, mesh)
+        self.state = parallel.replicate(state if state is not None else fresh, mesh)
+        self.step = int(parallel.to_host(self.state.step))
+        self.data = parallel.replicate(data_u8, mesh)  # (N, 28, 28, 1) uint8 on every device, once
         self.train_chunk = make_train_chunk(self.gan, data_u8.shape[0])
-        self.z_fixed = fixed_noise(config)
-        self._sample = jax.jit(self.gan.generate)
+        self.z_fixed = parallel.replicate(fixed_noise(config), mesh)
+        self._sample = jax.jit(lambda g, z: self.gan.generate(g, z).astype(jnp.float32),
+                               out_shardings=parallel.replicated(mesh))
         self._checkpoint = checkpoint
+        self.is_primary = parallel.is_primary()
 
     def run(self, num_steps: int) -> jax.Array:
         self.state, metrics = self.train_chunk(self.state, self.data, num_steps=num_steps)
@@ -230,26 +245,29 @@ class JaxBackend:
         return metrics
 
     def fetch(self, metrics: jax.Array) -> np.ndarray:
-        return np.asarray(metrics, dtype=np.float64)
+        return parallel.to_host(metrics).astype(np.float64)
 
     def sample(self) -> np.ndarray:
-        return self.generate(self.z_fixed)
+        return parallel.to_host(self._sample(self.state.g_params, self.z_fixed))
 
     def generate(self, z: np.ndarray) -> np.ndarray:
-        return np.asarray(self._sample(self.state.g_params, jnp.asarray(z)))
+        z = parallel.replicate(np.asarray(z, np.float32), self.gan.mesh)
+        return parallel.to_host(self._sample(self.state.g_params, z))
 
     def save_checkpoint(self) -> str:
         return self._checkpoint.save(os.path.join(self.gan.config.out_dir, CHECKPOINT_DIR), self.gan, self.state)
 
 
 def _make_backend(config: Config, images: np.ndarray) -> JaxBackend:
+    mesh = parallel.make_mesh(config)
     state = None
     if config.resume:
         from gan_jax import checkpoint
 
-        _, fresh = create(config)
-        state = checkpoint.restore_latest(os.path.join(config.out_dir, CHECKPOINT_DIR), fresh)
-    return JaxBackend(config, images, state)
+        _, fresh = create(config, mesh)
+        state = checkpoint.restore_latest(os.path.join(config.out_dir, CHECKPOINT_DIR),
+                                          parallel.replicate(fresh, mesh))
+    return JaxBackend(config, images, state, mesh)
 
 
 def _load_evaluator():
@@ -259,8 +277,13 @@ def _load_evaluator():
 
 
 def train_and_evaluate(config: Config, workdir: str | None = None, given: Sequence[str] = ()) -> dict:
-    """Train (or resume) the run described by `config` in `workdir`; return the last logged metrics."""
-    return run_training(config, workdir, given, _make_backend, "gan_jax", _load_evaluator)
+    """Train (or resume) the run described by `config` in `workdir`; return the last logged metrics.
+
+    Multi-process runs (--num-processes) call this in every process; only process 0 writes.
+    """
+    parallel.init_runtime(config)
+    return run_training(config, workdir, given, _make_backend, "gan_jax", _load_evaluator,
+                        primary=parallel.is_primary())
 
 
 @cli_entry

@@ -20,13 +20,15 @@ from gan_common.sampling import parse_sample_args, write_samples
 def load_generator(path: str) -> tuple[Callable[[np.ndarray], np.ndarray], Config]:
     """`generate(z (N, latent_dim) float32) -> (N, 28, 28, 1) float32 in [-1, 1]`, and the run config."""
     from gan_torch.checkpoint import load_models
+    from gan_torch.train import autocast
 
     config, G, _ = load_models(path)
 
     @torch.no_grad()
     def generate(z: np.ndarray, batch: int = 4096) -> np.ndarray:
         z = torch.from_numpy(np.asarray(z, np.float32))
-        return np.concatenate([G(z[i:i + batch]).numpy() for i in range(0, len(z), batch)])
+        with autocast(config):  # a bf16 run samples as it trained
+            return np.concatenate([G(z[i:i + batch]).float().numpy() for i in range(0, len(z), batch)])
 
     return generate, config
 

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from gan_common.config import Config, parse_args
 from gan_common.errors import cli_entry
 from gan_common.loop import CHECKPOINT_DIR, run_training
+from gan_torch import parallel
 from gan_torch.models import Discriminator, Generator
 
 NUM_FIXED_SAMPLES = 64  # the sample grid: 8 x 8 digits from one noise batch fixed for the run
@@ -54,6 +55,14 @@ class Gan:
     discriminator: Discriminator
     g_opt: torch.optim.Adam
     d_opt: torch.optim.Adam
+    # The modules whose backward updates a net: the nets themselves, or under torchrun their
+    # DistributedDataParallel wrappers, whose backward averages the gradients over ranks.
+    g_sync: torch.nn.Module | None = None
+    d_sync: torch.nn.Module | None = None
+
+    def __post_init__(self) -> None:
+        self.g_sync = self.generator if self.g_sync is None else self.g_sync
+        self.d_sync = self.discriminator if self.d_sync is None else self.d_sync
 
 
 # Independent random streams derived from the run seed (the same roles as gan_jax's fold_in streams).
@@ -70,6 +79,11 @@ def adam(params, config: Config) -> torch.optim.Adam:
     return torch.optim.Adam(params, lr=config.lr, betas=(config.beta1, config.beta2), eps=config.adam_eps)
 
 
+def autocast(config: Config):
+    """--precision bf16: bfloat16 matmuls and activations in the forward passes; params stay float32."""
+    return torch.autocast(device_type="cpu", dtype=torch.bfloat16, enabled=config.precision == "bf16")
+
+
 def create(config: Config) -> Gan:
     """Fresh models and optimisers for `config`, initialised from its seed (the global RNG is left alone)."""
     with torch.random.fork_rng(devices=[]):
@@ -80,6 +94,11 @@ def create(config: Config) -> Gan:
 
 
 # ----------------------------------------------------------------------------- one step
+def _loss_dtype(logits: torch.Tensor) -> torch.Tensor:
+    """Losses are taken in float32 (or wider: float64 in tests) whatever the compute dtype (--precision bf16)."""
+    return logits.to(torch.promote_types(logits.dtype, torch.float32))
+
+
 def train_step(gan: Gan, x: torch.Tensor, z_d: torch.Tensor, z_g: torch.Tensor) -> torch.Tensor:
     """One D step then one G step on given inputs, updating `gan` in place.
 
@@ -89,11 +108,12 @@ def train_step(gan: Gan, x: torch.Tensor, z_d: torch.Tensor, z_g: torch.Tensor) 
     """
     G, D = gan.generator, gan.discriminator
     batch = x.shape[0]
-    with torch.no_grad():
+    with torch.no_grad(), autocast(gan.config):
         fake_d = G(z_d)  # (B, 28, 28, 1); no G backward in D's step
 
     # Update D: maximise log D(x) + log(1 - D(G(z_d))). One D call on [real; fake], as in gan_jax.
-    logits = D(torch.cat([x, fake_d]))  # (2B,)
+    with autocast(gan.config):
+        logits = _loss_dtype(gan.d_sync(torch.cat([x, fake_d])))  # (2B,)
     real_logits, fake_logits = logits[:batch], logits[batch:]
     d_loss = d_loss_fn(real_logits, fake_logits)
     gan.d_opt.zero_grad()
@@ -102,7 +122,9 @@ def train_step(gan: Gan, x: torch.Tensor, z_d: torch.Tensor, z_g: torch.Tensor) 
 
     # Update G: minimise -log D(G(z_g)) (or log(1 - D(G(z_g)))) through the updated D; D is a constant here.
     D.requires_grad_(False)  # backward stops at D's input: D's .grad keeps D's own step
-    g_loss = g_loss_fn(D(G(z_g)), gan.config.g_loss)
+    with autocast(gan.config):
+        fake_logits_g = _loss_dtype(D(gan.g_sync(z_g)))  # (B,); plain D: only G's gradients are averaged over ranks
+    g_loss = g_loss_fn(fake_logits_g, gan.config.g_loss)
     gan.g_opt.zero_grad()
     g_loss.backward()
     gan.g_opt.step()
@@ -137,7 +159,12 @@ class TorchBackend:
     """
 
     def __init__(self, config: Config, data_u8: np.ndarray):
+        self.rank, self.world = parallel.init_distributed(config)
+        self.is_primary = self.rank == 0
         self.gan = create(config)
+        if self.world > 1:
+            self.gan.g_sync, self.gan.d_sync = (torch.nn.parallel.DistributedDataParallel(m)
+                                                for m in (self.gan.generator, self.gan.discriminator))
         self.step = 0
         self.data = torch.tensor(data_u8, dtype=torch.uint8)  # (N, 28, 28, 1), a copy: torch wants writable memory
         self.steps_per_epoch = self.data.shape[0] // config.batch_size  # the final partial batch is dropped
@@ -150,18 +177,25 @@ class TorchBackend:
         if epoch != self._perm_epoch:
             self._perm_epoch, self._perm = epoch, epoch_permutation(self.gan.config.seed, epoch, self.data.shape[0])
         batch = self.gan.config.batch_size
-        return scale_images(self.data[self._perm[pos * batch:(pos + 1) * batch]])  # (B, 28, 28, 1) in [-1, 1]
+        idx = self._perm[pos * batch:(pos + 1) * batch][self._shard]  # this rank's slice of the global batch
+        return scale_images(self.data[idx])  # (B / world, 28, 28, 1) in [-1, 1]
+
+    @property
+    def _shard(self) -> slice:
+        local = self.gan.config.batch_size // self.world
+        return slice(self.rank * local, (self.rank + 1) * local)
 
     def run(self, num_steps: int) -> torch.Tensor:
         config = self.gan.config
         rows = []
         for _ in range(num_steps):
             x = self._batch()
-            z_d = torch.randn(config.batch_size, config.latent_dim, generator=self.rng)
-            z_g = torch.randn(config.batch_size, config.latent_dim, generator=self.rng)
+            # Every rank draws the global batch's noise (keeping the generators in step) and uses its slice.
+            z_d = torch.randn(config.batch_size, config.latent_dim, generator=self.rng)[self._shard]
+            z_g = torch.randn(config.batch_size, config.latent_dim, generator=self.rng)[self._shard]
             rows.append(train_step(self.gan, x, z_d, z_g))
             self.step += 1
-        return torch.stack(rows)  # (num_steps, 4)
+        return parallel.mean_over_ranks(torch.stack(rows), self.world)  # (num_steps, 4), global-batch means
 
     def fetch(self, metrics: torch.Tensor) -> np.ndarray:
         return metrics.numpy().astype(np.float64)
@@ -170,13 +204,17 @@ class TorchBackend:
         return self.generate(self.z_fixed)
 
     def generate(self, z: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            return self.gan.generator(torch.from_numpy(np.asarray(z, np.float32))).numpy()
+        with torch.no_grad(), autocast(self.gan.config):
+            return self.gan.generator(torch.from_numpy(np.asarray(z, np.float32))).float().numpy()
 
     def save_checkpoint(self) -> str:
         from gan_torch import checkpoint
 
-        return checkpoint.save(os.path.join(self.gan.config.out_dir, CHECKPOINT_DIR), self.gan, self.step, self.rng)
+        root = os.path.join(self.gan.config.out_dir, CHECKPOINT_DIR)
+        # Ranks hold equal state (same updates, same generator): rank 0 writes it for all.
+        folder = checkpoint.save(root, self.gan, self.step, self.rng) if self.is_primary else ""
+        parallel.barrier(self.world)
+        return folder
 
 
 def _make_backend(config: Config, images: np.ndarray) -> TorchBackend:
@@ -197,7 +235,8 @@ def _load_evaluator():
 def train_and_evaluate(config: Config, workdir: str | None = None, given: Sequence[str] = ()) -> dict:
     """Train (or resume) the run described by `config` in `workdir`; return the last logged metrics."""
     torch.use_deterministic_algorithms(True)  # same seed, same machine: the same bits (and resume equals a full run)
-    return run_training(config, workdir, given, _make_backend, "gan_torch", _load_evaluator)
+    rank, _ = parallel.init_distributed(config)
+    return run_training(config, workdir, given, _make_backend, "gan_torch", _load_evaluator, primary=rank == 0)
 
 
 @cli_entry

@@ -89,7 +89,7 @@ class JaxAdapter:
         return export_weights(self.state.g_params, self.state.d_params)
 
     def generate(self, z: np.ndarray) -> np.ndarray:
-        return np.asarray(_jit(self.gan.generate)(self.state.g_params, z))
+        return np.asarray(_jit(self.gan.generate)(self.state.g_params, z), np.float32)
 
     def discriminate(self, x: np.ndarray) -> np.ndarray:
         return np.asarray(_jit(self.gan.discriminate)(self.state.d_params, x))
@@ -263,14 +263,14 @@ class TorchAdapter:
     def generate(self, z: np.ndarray) -> np.ndarray:
         import torch
 
-        with torch.no_grad():
-            return self.gan.generator(torch.from_numpy(z)).numpy()
+        with torch.no_grad(), self.train.autocast(self.config):  # the step's forward precision
+            return self.gan.generator(torch.from_numpy(z)).float().numpy()
 
     def discriminate(self, x: np.ndarray) -> np.ndarray:
         import torch
 
-        with torch.no_grad():
-            return self.gan.discriminator(torch.from_numpy(x)).numpy()
+        with torch.no_grad(), self.train.autocast(self.config):
+            return self.gan.discriminator(torch.from_numpy(x)).float().numpy()
 
     def step_with_grads(self, x, z_d, z_g) -> tuple[np.ndarray, Tensors, Tensors]:
         """gan_torch.train.train_step on these inputs: its metrics, and the .grad it leaves on each net."""
