@@ -14,13 +14,7 @@ from gan_torch import sample, train
 FAST = ["--log-every", "10", "--sample-every", "20", "--checkpoint-every", "10"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: on a shared 2-core runner two OpenMP threads spin against other jobs (10x slower)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def run_cli(*argv):
