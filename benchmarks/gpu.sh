@@ -46,7 +46,10 @@ python -m benchmarks.step_throughput \
   --batch-sizes 1,64,256,1024,4096,16384,65536 \
   --compile-batch-sizes 64,65536 \
   --repeats 5 --min-time 0.1 \
-  --matmul-precision "$precision" \
+  --matmul-precision "$precision" --precisions float32,bf16 \
   --json "$out/step_throughput.json" --plot "$out/step_throughput.png" --markdown "$out/step_throughput.md" \
   ${extra[@]+"${extra[@]}"} 2>&1 | tee "$out/log.txt"
+# Data-parallel scaling over this machine's GPUs (1, 2, 4, ... all); one GPU gives the 1-device rows.
+python -m benchmarks.scaling --batch-sizes 1024,16384 \
+  --json "$out/scaling.json" --markdown "$out/scaling.md" 2>&1 | tee -a "$out/log.txt"
 echo "results in $out"

@@ -9,6 +9,8 @@ Variants (rows are `backend` x `variant` x batch size):
                      gather and noise inside the compiled call; K shrinks for big batches (--max-images-per-call)
   torch eager        gan_torch.train.train_step; tuned / compiled / compiled_ro / cuda_graph: see torch_variants
 Every torch variant also gathers its batch on the device and draws its noise there, as fused_kK does.
+--precisions float32,bf16 adds `+bf16` rows of the two production paths, jax fused_kK and torch eager,
+with --precision bf16 (bfloat16 matmuls and activations, float32 parameters, Adam and losses).
 
 How it times (one process): each runner is built and called once (`first_call_s`: compile + first run),
 then warmed up; repeats of >= --min-time each run interleaved, rotating over the runners of one batch
@@ -92,10 +94,10 @@ class JaxFused:
 
     backend = "jax"
 
-    def __init__(self, config: Config, data_u8, k: int, nominal_k: int):
+    def __init__(self, config: Config, data_u8, k: int, nominal_k: int, suffix: str = ""):
         from gan_jax import train
 
-        self.name, self.steps_per_call, self.data = f"fused_k{nominal_k}", k, data_u8
+        self.name, self.steps_per_call, self.data = f"fused_k{nominal_k}{suffix}", k, data_u8
         self.note = f"K capped from {nominal_k} (--max-images-per-call)" if k != nominal_k else ""
         self.gan, self.state = train.create(config)
         self.chunk = train.make_train_chunk(self.gan, data_u8.shape[0])
@@ -173,7 +175,7 @@ class TorchRunner:
     def __init__(self, name: str, config: Config, data_u8):
         from benchmarks import torch_variants
 
-        self.name = name
+        self.name = name + ("+bf16" if config.precision == "bf16" else "")
         self.runner = torch_variants.make_runner(name, config, data_u8)
 
     def call(self) -> None:
@@ -366,6 +368,21 @@ def variant_specs(batch: int, config: Config, images_u8: np.ndarray, variants: S
     data = tile_to(images_u8, batch)
     note = f"data tiled to {data.shape[0]} images" if data.shape[0] != images_u8.shape[0] else ""
     specs = []
+    if "bf16" in args.precisions:  # the production paths with --precision bf16; the data copies are shared
+        bf16 = dataclasses.replace(config, precision="bf16")
+        if "fused" in variants:
+            if cache.get("jax_n") != data.shape[0]:
+                cache["jax"], cache["jax_n"] = jax.device_put(data), data.shape[0]
+            for k, nominal in fused_ks(args.ks, batch, args.max_images_per_call):
+                specs.append((f"jax fused_k{nominal}+bf16 (K={k})",
+                              functools.partial(JaxFused, bf16, cache["jax"], k, nominal, "+bf16")))
+        if "eager" in variants:
+            dev = torch_variants.default_device()
+            if cache.get("torch_n") != data.shape[0]:
+                cache["torch"], cache["torch_n"] = torch_variants.to_device(data, dev), data.shape[0]
+            specs.append(("torch eager+bf16", functools.partial(TorchRunner, "eager", bf16, cache["torch"])))
+        if "float32" not in args.precisions:
+            return specs, note
     if "step" in variants:
         specs.append(("jax step", lambda: JaxStep(config, data)))
     if "fused" in variants:
@@ -412,7 +429,9 @@ def ratios(rows: list[dict]) -> list[dict]:
     """Per batch size: best JAX fused over torch eager and over the best torch variant, from this run's medians."""
     out = []
     for batch in sorted({r["batch_size"] for r in rows}):
-        ok = [r for r in rows if r["batch_size"] == batch and r["steps_per_s"]]
+        both = [r for r in rows if r["batch_size"] == batch and r["steps_per_s"]]
+        ok = [r for r in both if not r["variant"].endswith("+bf16")]
+        low = [r for r in both if r["variant"].endswith("+bf16")]
         fused = [r for r in ok if r["backend"] == "jax" and r["variant"].startswith("fused")]
         torch_rows = [r for r in ok if r["backend"] == "torch"]
         eager = [r for r in torch_rows if r["variant"] == "eager"]
@@ -429,6 +448,16 @@ def ratios(rows: list[dict]) -> list[dict]:
                 entry["jax_fused_over_torch_best"] = bf["steps_per_s"] / bt["steps_per_s"]
         if step and eager:
             entry["jax_step_over_torch_eager"] = step[0]["steps_per_s"] / eager[0]["steps_per_s"]
+        fused16 = [r for r in low if r["backend"] == "jax"]
+        eager16 = [r for r in low if r["backend"] == "torch"]
+        if fused16 and fused:
+            entry["jax_fused_bf16_over_float32"] = (max(r["steps_per_s"] for r in fused16)
+                                                    / max(r["steps_per_s"] for r in fused))
+        if eager16 and eager:
+            entry["torch_eager_bf16_over_float32"] = eager16[0]["steps_per_s"] / eager[0]["steps_per_s"]
+        if fused16 and eager16:
+            entry["jax_fused_bf16_over_torch_eager_bf16"] = (max(r["steps_per_s"] for r in fused16)
+                                                             / eager16[0]["steps_per_s"])
         out.append(entry)
     return out
 
@@ -461,6 +490,7 @@ def run(args) -> dict:
     header["settings"] = {"batch_sizes": list(batch_sizes), "variants": list(variants), "ks": list(args.ks),
                           "repeats": args.repeats, "min_time_s": args.min_time, "warmup_calls": args.warmup,
                           "max_images_per_call": args.max_images_per_call, "quick": args.quick,
+                          "precisions": list(args.precisions),
                           "model": {"latent_dim": config.latent_dim, "g_hidden": config.g_hidden,
                                     "d_hidden": config.d_hidden},
                           "compile_batch_sizes": list(args.compile_batch_sizes or []),
@@ -567,6 +597,13 @@ def table_lines(result: dict) -> list[str]:
         lines.append(" | ".join(["", str(q["batch_size"]), q.get("jax_fused_best", ""),
                                  _fmt(q.get("jax_fused_over_torch_eager")), q.get("torch_best", ""),
                                  _fmt(q.get("jax_fused_over_torch_best")), _fmt(q.get("jax_step_over_torch_eager"))]))
+    if any("jax_fused_bf16_over_float32" in q or "torch_eager_bf16_over_float32" in q for q in result["ratios"]):
+        lines += ["", "bf16 ratios (same run) | B | jax fused bf16 / float32 | torch eager bf16 / float32 | "
+                      "jax fused bf16 / torch eager bf16", " | ".join("---" for _ in range(5))]
+        for q in result["ratios"]:
+            lines.append(" | ".join(["", str(q["batch_size"]), _fmt(q.get("jax_fused_bf16_over_float32")),
+                                     _fmt(q.get("torch_eager_bf16_over_float32")),
+                                     _fmt(q.get("jax_fused_bf16_over_torch_eager_bf16"))]))
     return lines
 
 
@@ -581,8 +618,15 @@ def markdown(result: dict) -> str:
            f"- FLOPs: {f['note']}; {f['breakdown_batch_64']['total'] / 1e9:.4f} GFLOP per step at batch 64", ""]
     body = table_lines(result)
     split = body.index("")
-    out += ["| " + line + " |" for line in body[:split]] + [""]
-    out += ["| " + line.split(" | ", 1)[1] + " |" for line in body[split + 1:]]
+    out += ["| " + line + " |" for line in body[:split]]
+    for line in body[split:]:  # the ratio tables: their first cell is a title, written above them
+        if not line:
+            out.append("")
+        elif line.split(" | ", 1)[0] not in ("", "---"):
+            title, rest = line.split(" | ", 1)
+            out += [f"{title}:", "", "| " + rest + " |"]
+        else:
+            out.append("| " + line.split(" | ", 1)[1] + " |")
     return "\n".join(out) + "\n"
 
 
@@ -643,6 +687,13 @@ def _variants(text: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
+def _precisions(text: str) -> tuple[str, ...]:
+    names = tuple(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
+    if not names or set(names) - {"float32", "bf16"}:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a comma list of float32, bf16")
+    return names
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m benchmarks.step_throughput", description=__doc__.splitlines()[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n", 1)[1])
@@ -656,6 +707,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--max-images-per-call", type=int,
                    help="cap on K * batch for fused calls, keeping repeats short (default 16384 CPU, 2^21 GPU)")
     p.add_argument("--compile-batch-sizes", type=_ints, help="run torch.compile variants only at these sizes")
+    p.add_argument("--precisions", type=_precisions, default=("float32",),
+                   help="comma list of float32, bf16: bf16 adds +bf16 rows of jax fused and torch eager "
+                        "(default float32)")
     p.add_argument("--matmul-precision", choices=("float32", "tf32"), default="float32",
                    help="float32: TF32 off in both backends (default); tf32: both may use TF32 on GPUs")
     p.add_argument("--torch-threads", type=int, default=0, help="torch.set_num_threads (default: torch's choice)")

@@ -21,6 +21,7 @@ PRECISIONS = ("float32", "bf16")
 # How a run is laid out on hardware, not what it computes: a resumed run takes these from
 # its own command line (a multi-host job may come back on other hosts or device counts).
 LAUNCH_FIELDS = frozenset({"devices", "coordinator_address", "num_processes", "process_id"})
+LOSSES = ("gan", "hinge", "lsgan", "wgan_gp")
 
 
 def _field(default: Any, help: str, **extra: Any) -> Any:
@@ -39,6 +40,19 @@ class Config:
         "non_saturating",
         "G's loss: non_saturating -log D(G(z)) (strong early gradients) or minimax log(1 - D(G(z))) (the original formula)",
         choices=G_LOSSES,
+    )
+    loss: str = _field(
+        "gan",
+        "the game's losses on D's logits: gan (log-loss; G's form from --g-loss), hinge (SNGAN's), "
+        "lsgan (least squares, targets 1 real / 0 fake) or wgan_gp (Wasserstein critic with gradient penalty)",
+        choices=LOSSES,
+    )
+    n_critic: int = _field(1, "D updates per G update, each on its own real batch and noise (WGAN-GP uses 5)")
+    gp_weight: float = _field(
+        10.0, "WGAN-GP's lambda: weight of mean((|grad D(x_hat)| - 1)^2) on real/fake interpolates (--loss wgan_gp)"
+    )
+    r1_weight: float = _field(
+        0.0, "R1's gamma: weight/2 * mean(|grad D(x)|^2) on real images, added to D's loss (--loss gan; 0: off)"
     )
     # --- the optimisers: two independent Adams, the seed's settings ---
     lr: float = _field(2e-4, "Adam learning rate of both G and D (the seed's 2e-4)")
@@ -101,11 +115,20 @@ class Config:
     def d_hidden_sizes(self) -> tuple[int, ...]:
         return _widths(self.d_hidden, "--d-hidden")
 
+    @property
+    def images_per_step(self) -> int:
+        """Real images one step consumes: a batch for each of its n_critic D updates."""
+        return self.batch_size * self.n_critic
+
+    def steps_per_epoch(self, num_train: int) -> int:
+        """Steps in one pass over the training set; the final partial step's images are dropped."""
+        return num_train // self.images_per_step
+
     def total_steps(self, num_train: int) -> int:
         """The run's length in steps: --steps, else --epochs full (partial-batch-free) epochs."""
         if self.steps > 0:
             return self.steps
-        return max(1, round(self.epochs * (num_train // self.batch_size)))
+        return max(1, round(self.epochs * self.steps_per_epoch(num_train)))
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
@@ -141,7 +164,8 @@ RESUMABLE_OVERRIDES = frozenset(
 def validate(config: Config) -> Config:
     """Reject values no run can use, with one message naming the flag and what it accepts."""
     c = config
-    positive_ints = ("batch_size", "latent_dim", "log_every", "sample_every", "checkpoint_every", "steps_per_call")
+    positive_ints = ("batch_size", "latent_dim", "log_every", "sample_every", "checkpoint_every", "steps_per_call",
+                     "n_critic")
     for name in positive_ints:
         if getattr(c, name) <= 0:
             raise UserError(f"--{_flag(name)} must be a positive integer, got {getattr(c, name)}")
@@ -167,12 +191,28 @@ def validate(config: Config) -> Config:
             raise UserError(f"--{name} must be in [0, 1), got {getattr(c, name)}")
     if not c.leaky_slope >= 0:
         raise UserError(f"--leaky-slope must be >= 0, got {c.leaky_slope}")
+    _validate_losses(c)
     c.g_hidden_sizes, c.d_hidden_sizes  # noqa: B018 -- parse them now so a bad list fails before training
     for f in dataclasses.fields(c):
         choices = f.metadata.get("choices")
         if choices and getattr(c, f.name) not in choices:
             raise UserError(f"--{_flag(f.name)} {getattr(c, f.name)!r} is not one of {', '.join(choices)}")
     return c
+
+
+def _validate_losses(c: Config) -> None:
+    """Each loss flag applies to one --loss: a value set for another loss would be silently ignored."""
+    if not c.gp_weight > 0:
+        raise UserError(f"--gp-weight must be > 0, got {c.gp_weight}")
+    if not c.r1_weight >= 0:
+        raise UserError(f"--r1-weight must be >= 0 (0: off), got {c.r1_weight}")
+    if c.loss != "wgan_gp" and c.gp_weight != Config.gp_weight:
+        raise UserError(f"--gp-weight applies only to --loss wgan_gp, got --loss {c.loss}; drop it or use wgan_gp")
+    if c.loss != "gan" and c.r1_weight:
+        raise UserError(f"--r1-weight applies only to --loss gan (the log-loss), got --loss {c.loss}; "
+                        "drop it or use --loss gan")
+    if c.loss != "gan" and c.g_loss != Config.g_loss:
+        raise UserError(f"--g-loss {c.g_loss} applies only to --loss gan; --loss {c.loss} has its own G loss")
 
 
 def _flag(name: str) -> str:

@@ -178,7 +178,7 @@ def train_loop(config: Config, backend: Backend, total_steps: int, steps_per_epo
             backend.save_checkpoint()
     if not primary:
         return last
-    plot_losses(metrics_path, os.path.join(out, "losses.png"))
+    plot_losses(metrics_path, os.path.join(out, "losses.png"), config.loss)
     if sigint.requested and backend.step < total_steps:
         print(f"\ninterrupted: checkpoint written at step {backend.step}. Resume with:\n"
               f"  python -m {backend_name}.train --out-dir {out} --resume", file=sys.stderr)
@@ -199,11 +199,12 @@ def run_training(config: Config, workdir: str | None, given: set[str] | Sequence
         config = dataclasses.replace(config, out_dir=workdir)
     config = prepare_run(config, set(given), primary)
     images = load_dataset(config.dataset, "train", config.data_source, config.data_dir).images
-    if config.batch_size > images.shape[0]:
-        raise UserError(f"--batch-size {config.batch_size} exceeds the {images.shape[0]} training images")
+    if config.images_per_step > images.shape[0]:
+        per_step = f" x --n-critic {config.n_critic}" if config.n_critic > 1 else ""
+        raise UserError(f"--batch-size {config.batch_size}{per_step} exceeds the {images.shape[0]} training images")
     backend = make_backend(config, images)
     evaluator = load_evaluator() if config.eval_every else None
-    return train_loop(config, backend, config.total_steps(images.shape[0]), images.shape[0] // config.batch_size,
+    return train_loop(config, backend, config.total_steps(images.shape[0]), config.steps_per_epoch(images.shape[0]),
                       backend_name, evaluator)
 
 
@@ -242,8 +243,12 @@ def read_metrics(path: str) -> list[dict]:
         return [json.loads(ln) for ln in f if ln.strip()]
 
 
-def plot_losses(metrics_path: str, out_png: str) -> None:
-    """losses.png: D and G loss, and D's mean outputs on real and fake, against step."""
+def plot_losses(metrics_path: str, out_png: str, loss: str = "gan") -> None:
+    """losses.png: D and G loss, and D's mean outputs on real and fake, against step.
+
+    For --loss gan D's outputs are probabilities, with the equilibrium marked; for the other
+    losses they are D's raw outputs (the backends' `mean_d_output`), on a free scale.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -256,14 +261,17 @@ def plot_losses(metrics_path: str, out_png: str) -> None:
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
     ax1.plot(steps, [r["d_loss"] for r in rows], label="D loss")
     ax1.plot(steps, [r["g_loss"] for r in rows], label="G loss")
-    ax1.axhline(2 * math.log(2), color="grey", lw=0.8, ls="--", label="D loss at equilibrium (2 log 2)")
+    if loss == "gan":
+        ax1.axhline(2 * math.log(2), color="grey", lw=0.8, ls="--", label="D loss at equilibrium (2 log 2)")
     ax1.set_xlabel("step")
     ax1.legend()
-    ax2.plot(steps, [r["d_real"] for r in rows], label="mean D(x)")
-    ax2.plot(steps, [r["d_fake"] for r in rows], label="mean D(G(z))")
-    ax2.axhline(0.5, color="grey", lw=0.8, ls="--")
+    what = "D" if loss == "gan" else "raw D"
+    ax2.plot(steps, [r["d_real"] for r in rows], label=f"mean {what}(x)")
+    ax2.plot(steps, [r["d_fake"] for r in rows], label=f"mean {what}(G(z))")
+    if loss == "gan":
+        ax2.axhline(0.5, color="grey", lw=0.8, ls="--")
+        ax2.set_ylim(0, 1)
     ax2.set_xlabel("step")
-    ax2.set_ylim(0, 1)
     ax2.legend()
     fig.tight_layout()
     tmp = out_png + ".tmp.png"

@@ -127,9 +127,9 @@ def replicate(tree, mesh: Mesh):
     return jax.tree_util.tree_map(place, tree)
 
 
-def shard_batch(x: jax.Array, mesh: Mesh | None) -> jax.Array:
-    """Inside jit: split `x` (B, ...) along its batch axis over the mesh (nothing on one device)."""
-    if num_shards(mesh) == 1:
+def shard_batch(x: jax.Array | None, mesh: Mesh | None) -> jax.Array | None:
+    """Inside jit: split `x` (B, ...) along its batch axis over the mesh (nothing on one device, or for None)."""
+    if x is None or num_shards(mesh) == 1:
         return x
     return jax.lax.with_sharding_constraint(x, batch_sharded(mesh))
 

@@ -1,9 +1,11 @@
 """Training: losses on logits, a pure `train_step`, and the fused K-steps-per-call loop.
 
-One step is Goodfellow et al. (2014), Algorithm 1 with k = 1:
-  1. real batch x and fresh noise z_d; D ascends log D(x) + log(1 - D(G(z_d)));
-  2. fresh noise z_g; G descends -log D(G(z_g)) (non-saturating) or log(1 - D(G(z_g)))
-     (minimax), through the D just updated.
+One step is Goodfellow et al. (2014), Algorithm 1, with k = --n-critic D updates:
+  1. for each of the n_critic D updates, its own real batch x and fresh noise z_d; D descends
+     its --loss on D(x) and D(G(z_d)) (gan: ascends log D(x) + log(1 - D(G(z_d)))), plus the
+     gradient penalty (wgan_gp) or R1 (--r1-weight) where the config asks for one;
+  2. fresh noise z_g; G descends its loss on D(G(z_g)) (gan: -log D(G(z_g)) non-saturating or
+     log(1 - D(G(z_g))) minimax), through the D just updated.
 The hot loop (`make_train_chunk`) scans K such steps in one compiled call, with the uint8
 training set resident on the device; the host only wakes between calls.
 
@@ -16,7 +18,7 @@ import dataclasses
 import functools
 import os
 import sys
-from typing import NamedTuple, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -34,19 +36,58 @@ NUM_FIXED_SAMPLES = 64  # the sample grid: 8 x 8 digits from one noise batch fix
 
 
 # ----------------------------------------------------------------------------- losses
-def d_loss_fn(real_logits: jax.Array, fake_logits: jax.Array) -> jax.Array:
-    """-log sigma(D(x)) - log(1 - sigma(D(G(z)))), batch means summed; softplus is the stable form."""
-    # -log sigma(l) = softplus(-l);  -log(1 - sigma(l)) = softplus(l)
-    return jnp.mean(jax.nn.softplus(-real_logits)) + jnp.mean(jax.nn.softplus(fake_logits))
+def d_loss_fn(real_logits: jax.Array, fake_logits: jax.Array, loss: str = "gan") -> jax.Array:
+    """D's loss on its logits of a real and a fake batch (batch means summed), for --loss `loss`."""
+    if loss == "gan":  # -log sigma(D(x)) - log(1 - sigma(D(G(z)))): -log sigma(l) = softplus(-l), stable
+        return jnp.mean(jax.nn.softplus(-real_logits)) + jnp.mean(jax.nn.softplus(fake_logits))
+    if loss == "hinge":  # max(0, 1 - D(x)) + max(0, 1 + D(G(z)))
+        return jnp.mean(jax.nn.relu(1 - real_logits)) + jnp.mean(jax.nn.relu(1 + fake_logits))
+    if loss == "lsgan":  # (D(x) - 1)^2 / 2 + D(G(z))^2 / 2: targets 1 for real, 0 for fake
+        return 0.5 * jnp.mean(jnp.square(real_logits - 1)) + 0.5 * jnp.mean(jnp.square(fake_logits))
+    if loss == "wgan_gp":  # D(G(z)) - D(x): minus the critic's Wasserstein estimate (the penalty is added apart)
+        return jnp.mean(fake_logits) - jnp.mean(real_logits)
+    raise ValueError(f"unknown loss {loss!r}")
 
 
-def g_loss_fn(fake_logits: jax.Array, kind: str) -> jax.Array:
-    """G's loss on D's logits of fresh fakes: non_saturating -log sigma(l), minimax log(1 - sigma(l))."""
-    if kind == "non_saturating":
+def g_loss_fn(fake_logits: jax.Array, g_loss: str, loss: str = "gan") -> jax.Array:
+    """G's loss on D's logits of fresh fakes; for --loss gan, `g_loss` picks non_saturating or minimax."""
+    if loss == "gan" and g_loss == "non_saturating":  # -log sigma(l)
         return jnp.mean(jax.nn.softplus(-fake_logits))
-    if kind == "minimax":
+    if loss == "gan" and g_loss == "minimax":  # log(1 - sigma(l))
         return -jnp.mean(jax.nn.softplus(fake_logits))
-    raise ValueError(f"unknown g_loss {kind!r}")
+    if loss in ("hinge", "wgan_gp"):  # -D(G(z)): raise the critic's score of the fakes
+        return -jnp.mean(fake_logits)
+    if loss == "lsgan":  # (D(G(z)) - 1)^2 / 2: pull the fakes to the real target
+        return 0.5 * jnp.mean(jnp.square(fake_logits - 1))
+    raise ValueError(f"unknown loss {loss!r} / g_loss {g_loss!r}")
+
+
+def mean_d_output(logits: jax.Array, loss: str) -> jax.Array:
+    """The d_real / d_fake metrics: mean sigma(D) for gan (a probability); the mean raw output otherwise,
+    the value the loss acts on (hinge: margin +-1; lsgan: targets 1 / 0; wgan_gp: their gap estimates W)."""
+    return jnp.mean(jax.nn.sigmoid(logits)) if loss == "gan" else jnp.mean(logits)
+
+
+def _input_grads(discriminate: Callable[[jax.Array], jax.Array], x: jax.Array) -> jax.Array:
+    """(B, 784): grad_x D(x) per sample, as the gradient of the batch sum (D treats samples independently)."""
+    return jax.grad(lambda x: jnp.sum(discriminate(x)))(x).reshape(x.shape[0], -1)
+
+
+def gradient_penalty(discriminate: Callable[[jax.Array], jax.Array], x: jax.Array, fake: jax.Array, eps: jax.Array,
+                     weight: float) -> jax.Array:
+    """WGAN-GP (Gulrajani et al. 2017): weight * mean((|grad D(x_hat)|_2 - 1)^2), x_hat = eps x + (1 - eps) fake.
+
+    eps: (B,) ~ U(0, 1), one per sample. `discriminate` closes over D's parameters, so their
+    gradient of this penalty is a gradient of a gradient (double backpropagation).
+    """
+    e = eps.reshape(-1, 1, 1, 1)
+    norms = jnp.sqrt(jnp.sum(jnp.square(_input_grads(discriminate, e * x + (1 - e) * fake)), axis=1))  # (B,)
+    return weight * jnp.mean(jnp.square(norms - 1))
+
+
+def r1_penalty(discriminate: Callable[[jax.Array], jax.Array], x: jax.Array, weight: float) -> jax.Array:
+    """R1 (Mescheder et al. 2018): weight / 2 * mean(|grad D(x)|^2) on real images x."""
+    return weight / 2 * jnp.mean(jnp.sum(jnp.square(_input_grads(discriminate, x)), axis=1))
 
 
 # ----------------------------------------------------------------------------- state
@@ -82,7 +123,7 @@ class Gan:
 
 
 # Streams derived from the run key with fold_in: resuming needs only (key, step).
-_INIT, _NOISE, _DATA, _FIXED = 0, 1, 2, 3
+_INIT, _NOISE, _DATA, _FIXED, _INTERP = 0, 1, 2, 3, 4
 
 
 def adam(config: Config) -> optax.GradientTransformation:
@@ -110,44 +151,83 @@ def create(config: Config, mesh: jax.sharding.Mesh | None = None) -> tuple[Gan, 
 
 
 # ----------------------------------------------------------------------------- one step
+def d_objective(gan: Gan, d_params: nnx.State, x: jax.Array, fake: jax.Array, eps: jax.Array | None):
+    """D's loss on one real batch x and one fake batch, plus its penalty; aux: D's real and fake logits."""
+    config = gan.config
+    discriminate = functools.partial(gan.discriminate, d_params)
+    # One D call on [real; fake] (same maths, one matmul; on a mesh, concatenated per device so no row moves).
+    logits = discriminate(parallel.concat_batches(x, fake, gan.mesh))  # (2B,)
+    real, fake_logits = parallel.split_batches(logits, gan.mesh)  # (B,), (B,)
+    loss = d_loss_fn(real, fake_logits, config.loss)
+    # Python branches on the config: the default (gan, r1 0) traces no penalty at all.
+    if config.loss == "wgan_gp":
+        loss = loss + gradient_penalty(discriminate, x, fake, eps, config.gp_weight)
+    if config.r1_weight:
+        loss = loss + r1_penalty(discriminate, x, config.r1_weight)
+    return loss, (real, fake_logits)
+
+
+def g_objective(gan: Gan, g_params: nnx.State, d_params: nnx.State, z_g: jax.Array) -> jax.Array:
+    """G's loss on D's logits of G(z_g); D is a constant here."""
+    return g_loss_fn(gan.discriminate(d_params, gan.generate(g_params, z_g)), gan.config.g_loss, gan.config.loss)
+
+
+def d_update(gan: Gan, g_params, d_params, d_opt, x: jax.Array, z_d: jax.Array, eps: jax.Array | None):
+    """One D update on real batch x (B, ...) and fakes G(z_d); returns d_params, d_opt, [d_loss, d_real, d_fake]."""
+    # On a mesh, each D update's slice of an n_critic > 1 step is split over the devices anew.
+    x, z_d, eps = (parallel.shard_batch(a, gan.mesh) for a in (x, z_d, eps))
+    fake = gan.generate(g_params, z_d)  # (B, 28, 28, 1); outside grad: no G backward in D's step
+    (loss, (real_logits, fake_logits)), grads = jax.value_and_grad(
+        lambda p: d_objective(gan, p, x, fake, eps), has_aux=True)(d_params)
+    updates, d_opt = gan.d_tx.update(grads, d_opt, d_params)
+    metrics = jnp.stack([loss, mean_d_output(real_logits, gan.config.loss), mean_d_output(fake_logits, gan.config.loss)])
+    return optax.apply_updates(d_params, updates), d_opt, metrics
+
+
 def train_step(
-    gan: Gan, state: TrainState, x: jax.Array, z_d: jax.Array, z_g: jax.Array
+    gan: Gan, state: TrainState, x: jax.Array, z_d: jax.Array, z_g: jax.Array, eps: jax.Array | None = None
 ) -> tuple[TrainState, jax.Array]:
-    """One D step then one G step on given inputs; pure, so parity tests can feed both backends alike.
+    """n_critic D updates then one G step on given inputs; pure, so parity tests can feed both backends alike.
 
-    x: (B, 28, 28, 1) real images in [-1, 1]; z_d, z_g: (B, latent_dim) noise.
-    Returns the new state and metrics (4,) = [d_loss, g_loss, mean D(x), mean D(G(z_d))].
+    x: (n_critic * B, 28, 28, 1) real images in [-1, 1] and z_d: (n_critic * B, latent_dim) noise,
+    D update k taking rows [k B, (k + 1) B) of each (with n_critic 1, simply a batch);
+    z_g: (B, latent_dim) noise; eps: (n_critic * B,) interpolation weights in [0, 1], wgan_gp only.
+    Returns the new state and metrics (4,) = [d_loss, g_loss, d_real, d_fake], D's three
+    averaged over its updates; d_loss includes the penalty, d_real / d_fake are `mean_d_output`.
     """
-    fake_d = gan.generate(state.g_params, z_d)  # (B, 28, 28, 1); outside grad: no G backward in D's step
+    n_critic, batch = gan.config.n_critic, z_g.shape[0]
+    if n_critic == 1:
+        d_params, d_opt, d_metrics = d_update(gan, state.g_params, state.d_params, state.d_opt, x, z_d, eps)
+    else:  # one scan over the n_critic (B, ...) slices, so the compiled step does not grow with n_critic
 
-    # Update D: maximise log D(x) + log(1 - D(G(z_d))). One D call on [real; fake] (same maths, one matmul;
-    # on a mesh, concatenated per device so no row moves).
-    def d_objective(d_params):
-        logits = gan.discriminate(d_params, parallel.concat_batches(x, fake_d, gan.mesh))  # (2B,)
-        real, fake = parallel.split_batches(logits, gan.mesh)  # (B,), (B,)
-        return d_loss_fn(real, fake), (real, fake)
+        def one_update(carry, inputs):
+            d_params, d_opt, metrics = d_update(gan, state.g_params, *carry, *inputs)
+            return (d_params, d_opt), metrics
 
-    (d_loss, (real_logits, fake_logits)), d_grads = jax.value_and_grad(d_objective, has_aux=True)(state.d_params)
-    d_updates, d_opt = gan.d_tx.update(d_grads, state.d_opt, state.d_params)
-    d_params = optax.apply_updates(state.d_params, d_updates)
+        slices = jax.tree.map(lambda a: a.reshape(n_critic, batch, *a.shape[1:]), (x, z_d, eps))
+        (d_params, d_opt), d_metrics = jax.lax.scan(one_update, (state.d_params, state.d_opt), slices)
+        d_metrics = jnp.mean(d_metrics, axis=0)
 
-    # Update G: minimise -log D(G(z_g)) (or log(1 - D(G(z_g)))) through the updated D; D is a constant here.
-    def g_objective(g_params):
-        return g_loss_fn(gan.discriminate(d_params, gan.generate(g_params, z_g)), gan.config.g_loss)
-
-    g_loss, g_grads = jax.value_and_grad(g_objective)(state.g_params)
+    # Update G: descend its loss on D(G(z_g)) through the updated D.
+    g_loss, g_grads = jax.value_and_grad(lambda p: g_objective(gan, p, d_params, z_g))(state.g_params)
     g_updates, g_opt = gan.g_tx.update(g_grads, state.g_opt, state.g_params)
     g_params = optax.apply_updates(state.g_params, g_updates)
 
-    metrics = jnp.stack([d_loss, g_loss, jnp.mean(jax.nn.sigmoid(real_logits)), jnp.mean(jax.nn.sigmoid(fake_logits))])
+    metrics = jnp.stack([d_metrics[0], g_loss, d_metrics[1], d_metrics[2]])
     new_state = TrainState(g_params, d_params, g_opt, d_opt, state.step + 1, state.key)
     return new_state, metrics
 
 
-def step_noise(key: jax.Array, step: jax.Array, batch: int, latent_dim: int) -> tuple[jax.Array, jax.Array]:
-    """z_d, z_g (B, latent_dim) ~ N(0, I) for global step `step`: a function of (key, step) only."""
+def step_noise(key: jax.Array, step: jax.Array, batch: int, latent_dim: int,
+               n_critic: int = 1) -> tuple[jax.Array, jax.Array]:
+    """z_d (n_critic * B, latent_dim), z_g (B, latent_dim) ~ N(0, I) for global step `step`, from (key, step) only."""
     k_d, k_g = jax.random.split(jax.random.fold_in(jax.random.fold_in(key, _NOISE), step))
-    return jax.random.normal(k_d, (batch, latent_dim)), jax.random.normal(k_g, (batch, latent_dim))
+    return jax.random.normal(k_d, (n_critic * batch, latent_dim)), jax.random.normal(k_g, (batch, latent_dim))
+
+
+def step_interpolation(key: jax.Array, step: jax.Array, num: int) -> jax.Array:
+    """eps (num,) ~ U(0, 1): WGAN-GP's interpolation weights for global step `step`, a stream of its own."""
+    return jax.random.uniform(jax.random.fold_in(jax.random.fold_in(key, _INTERP), step), (num,))
 
 
 def epoch_permutation(key: jax.Array, epoch: jax.Array, num_train: int) -> jax.Array:
@@ -169,16 +249,18 @@ def make_train_chunk(gan: Gan, num_train: int):
     """A `train_chunk(state, data, num_steps) -> (state, metrics (num_steps, 4))` running K compiled steps.
 
     `data` is the whole uint8 training set (N, 28, 28, 1) on the device; each step gathers
-    its batch from the epoch's permutation, draws its noise from (key, step), and runs
-    `train_step`. The state is donated: its buffers are reused, never copied.
+    its n_critic * B images from the epoch's permutation (step t of an epoch takes positions
+    [t n_critic B, (t + 1) n_critic B), D update k the k-th B of them, so an epoch is one pass
+    of D over the data), draws its noise from (key, step), and runs `train_step`. The state is
+    donated: its buffers are reused, never copied.
     On a mesh (`gan.mesh`), state and data are replicated and each device gathers and draws
     only its slice of the batch: threefry's partitionable mode makes every slice of the noise
     equal to the same rows drawn on one device, so the run computes the same numbers on any
     number of devices, up to the order of the gradient sums.
     """
-    batch = gan.config.batch_size
-    steps_per_epoch = num_train // batch  # the final partial batch is dropped
-    latent_dim = gan.config.latent_dim
+    config = gan.config
+    batch, images_per_step = config.batch_size, config.images_per_step
+    steps_per_epoch = config.steps_per_epoch(num_train)  # the final partial step's images are dropped
     mesh = gan.mesh
     out_shardings = None if mesh is None else parallel.replicated(mesh)
 
@@ -189,10 +271,12 @@ def make_train_chunk(gan: Gan, num_train: int):
             epoch, pos = state.step // steps_per_epoch, state.step % steps_per_epoch
             # A new epoch reshuffles; the permutation rides in the carry between epoch starts.
             perm = jax.lax.cond(pos == 0, lambda: epoch_permutation(state.key, epoch, num_train), lambda: perm)
-            idx = parallel.shard_batch(jax.lax.dynamic_slice_in_dim(perm, pos * batch, batch), mesh)  # (B,)
-            x = parallel.shard_batch(scale_images(data[idx]), mesh)  # (B, 28, 28, 1) in [-1, 1]
-            z_d, z_g = (parallel.shard_batch(z, mesh) for z in step_noise(state.key, state.step, batch, latent_dim))
-            state, metrics = train_step(gan, state, x, z_d, z_g)
+            idx = jax.lax.dynamic_slice_in_dim(perm, pos * images_per_step, images_per_step)  # (n_critic B,)
+            x = parallel.shard_batch(scale_images(data[parallel.shard_batch(idx, mesh)]), mesh)  # in [-1, 1]
+            z_d, z_g = (parallel.shard_batch(z, mesh)
+                        for z in step_noise(state.key, state.step, batch, config.latent_dim, config.n_critic))
+            eps = step_interpolation(state.key, state.step, images_per_step) if config.loss == "wgan_gp" else None
+            state, metrics = train_step(gan, state, x, z_d, z_g, parallel.shard_batch(eps, mesh))
             return (state, perm), metrics
 
         (state, perm), metrics = jax.lax.scan(body, (state, perm), length=num_steps)

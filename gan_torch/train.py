@@ -1,9 +1,11 @@
 """Training: losses on logits, an eager `train_step`, and the Backend the shared loop drives.
 
-One step is Goodfellow et al. (2014), Algorithm 1 with k = 1, exactly as gan_jax.train:
-  1. real batch x and fresh noise z_d; D ascends log D(x) + log(1 - D(G(z_d)));
-  2. fresh noise z_g; G descends -log D(G(z_g)) (non-saturating) or log(1 - D(G(z_g)))
-     (minimax), through the D just updated.
+One step is Goodfellow et al. (2014), Algorithm 1, with k = --n-critic D updates, exactly as gan_jax.train:
+  1. for each of the n_critic D updates, its own real batch x and fresh noise z_d; D descends
+     its --loss on D(x) and D(G(z_d)) (gan: ascends log D(x) + log(1 - D(G(z_d)))), plus the
+     gradient penalty (wgan_gp) or R1 (--r1-weight) where the config asks for one;
+  2. fresh noise z_g; G descends its loss on D(G(z_g)) (gan: -log D(G(z_g)) non-saturating or
+     log(1 - D(G(z_g))) minimax), through the D just updated.
 Written plainly, one step at a time: this backend is the reference gan_jax is checked against.
 
     python -m gan_torch.train --help
@@ -14,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -30,19 +32,62 @@ NUM_FIXED_SAMPLES = 64  # the sample grid: 8 x 8 digits from one noise batch fix
 
 
 # ----------------------------------------------------------------------------- losses
-def d_loss_fn(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
-    """-log sigma(D(x)) - log(1 - sigma(D(G(z)))), batch means summed; softplus is the stable form."""
-    # -log sigma(l) = softplus(-l);  -log(1 - sigma(l)) = softplus(l)
-    return F.softplus(-real_logits).mean() + F.softplus(fake_logits).mean()
+def d_loss_fn(real_logits: torch.Tensor, fake_logits: torch.Tensor, loss: str = "gan") -> torch.Tensor:
+    """D's loss on its logits of a real and a fake batch (batch means summed), for --loss `loss`."""
+    if loss == "gan":  # -log sigma(D(x)) - log(1 - sigma(D(G(z)))): -log sigma(l) = softplus(-l), stable
+        return F.softplus(-real_logits).mean() + F.softplus(fake_logits).mean()
+    if loss == "hinge":  # max(0, 1 - D(x)) + max(0, 1 + D(G(z)))
+        return F.relu(1 - real_logits).mean() + F.relu(1 + fake_logits).mean()
+    if loss == "lsgan":  # (D(x) - 1)^2 / 2 + D(G(z))^2 / 2: targets 1 for real, 0 for fake
+        return 0.5 * torch.square(real_logits - 1).mean() + 0.5 * torch.square(fake_logits).mean()
+    if loss == "wgan_gp":  # D(G(z)) - D(x): minus the critic's Wasserstein estimate (the penalty is added apart)
+        return fake_logits.mean() - real_logits.mean()
+    raise ValueError(f"unknown loss {loss!r}")
 
 
-def g_loss_fn(fake_logits: torch.Tensor, kind: str) -> torch.Tensor:
-    """G's loss on D's logits of fresh fakes: non_saturating -log sigma(l), minimax log(1 - sigma(l))."""
-    if kind == "non_saturating":
+def g_loss_fn(fake_logits: torch.Tensor, g_loss: str, loss: str = "gan") -> torch.Tensor:
+    """G's loss on D's logits of fresh fakes; for --loss gan, `g_loss` picks non_saturating or minimax."""
+    if loss == "gan" and g_loss == "non_saturating":  # -log sigma(l)
         return F.softplus(-fake_logits).mean()
-    if kind == "minimax":
+    if loss == "gan" and g_loss == "minimax":  # log(1 - sigma(l))
         return -F.softplus(fake_logits).mean()
-    raise ValueError(f"unknown g_loss {kind!r}")
+    if loss in ("hinge", "wgan_gp"):  # -D(G(z)): raise the critic's score of the fakes
+        return -fake_logits.mean()
+    if loss == "lsgan":  # (D(G(z)) - 1)^2 / 2: pull the fakes to the real target
+        return 0.5 * torch.square(fake_logits - 1).mean()
+    raise ValueError(f"unknown loss {loss!r} / g_loss {g_loss!r}")
+
+
+def mean_d_output(logits: torch.Tensor, loss: str) -> torch.Tensor:
+    """The d_real / d_fake metrics: mean sigma(D) for gan (a probability); the mean raw output otherwise,
+    the value the loss acts on (hinge: margin +-1; lsgan: targets 1 / 0; wgan_gp: their gap estimates W)."""
+    return torch.sigmoid(logits).mean() if loss == "gan" else logits.mean()
+
+
+def _input_grads(discriminate: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """(B, 784): grad_x D(x) per sample, as the gradient of the batch sum (D treats samples independently).
+
+    create_graph=True keeps the graph of this gradient, so a penalty on it back-propagates to D's parameters.
+    """
+    x = x.detach().requires_grad_(True)
+    (grads,) = torch.autograd.grad(discriminate(x).sum(), x, create_graph=True)
+    return grads.reshape(x.shape[0], -1)
+
+
+def gradient_penalty(discriminate: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, fake: torch.Tensor,
+                     eps: torch.Tensor, weight: float) -> torch.Tensor:
+    """WGAN-GP (Gulrajani et al. 2017): weight * mean((|grad D(x_hat)|_2 - 1)^2), x_hat = eps x + (1 - eps) fake.
+
+    eps: (B,) ~ U(0, 1), one per sample. Its gradient w.r.t. D's parameters is a double backpropagation.
+    """
+    e = eps.reshape(-1, 1, 1, 1)
+    norms = torch.sqrt(torch.square(_input_grads(discriminate, e * x + (1 - e) * fake)).sum(dim=1))  # (B,)
+    return weight * torch.square(norms - 1).mean()
+
+
+def r1_penalty(discriminate: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, weight: float) -> torch.Tensor:
+    """R1 (Mescheder et al. 2018): weight / 2 * mean(|grad D(x)|^2) on real images x."""
+    return weight / 2 * torch.square(_input_grads(discriminate, x)).sum(dim=1).mean()
 
 
 # ----------------------------------------------------------------------------- state
@@ -66,7 +111,7 @@ class Gan:
 
 
 # Independent random streams derived from the run seed (the same roles as gan_jax's fold_in streams).
-_INIT, _NOISE, _DATA, _FIXED = 0, 1, 2, 3
+_INIT, _NOISE, _DATA, _FIXED = 0, 1, 2, 3  # eps: drawn from _NOISE's generator
 
 
 def stream_seed(seed: int, *path: int) -> int:
@@ -79,9 +124,9 @@ def adam(params, config: Config) -> torch.optim.Adam:
     return torch.optim.Adam(params, lr=config.lr, betas=(config.beta1, config.beta2), eps=config.adam_eps)
 
 
-def autocast(config: Config):
-    """--precision bf16: bfloat16 matmuls and activations in the forward passes; params stay float32."""
-    return torch.autocast(device_type="cpu", dtype=torch.bfloat16, enabled=config.precision == "bf16")
+def autocast(config: Config, device: str = "cpu"):
+    """--precision bf16: bfloat16 matmuls and activations in the forward passes on `device`; params stay float32."""
+    return torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=config.precision == "bf16")
 
 
 def create(config: Config) -> Gan:
@@ -99,39 +144,74 @@ def _loss_dtype(logits: torch.Tensor) -> torch.Tensor:
     return logits.to(torch.promote_types(logits.dtype, torch.float32))
 
 
-def train_step(gan: Gan, x: torch.Tensor, z_d: torch.Tensor, z_g: torch.Tensor) -> torch.Tensor:
-    """One D step then one G step on given inputs, updating `gan` in place.
+def d_objective(gan: Gan, x: torch.Tensor, fake: torch.Tensor, eps: torch.Tensor | None):
+    """D's loss on one real batch x and one fake batch, plus its penalty; and D's real and fake logits."""
+    config, batch = gan.config, x.shape[0]
 
-    x: (B, 28, 28, 1) real images in [-1, 1]; z_d, z_g: (B, latent_dim) noise.
-    Returns metrics (4,) = [d_loss, g_loss, mean D(x), mean D(G(z_d))].
-    After the call each parameter's .grad holds the gradient of its own net's last step.
-    """
-    G, D = gan.generator, gan.discriminator
-    batch = x.shape[0]
-    with torch.no_grad(), autocast(gan.config):
-        fake_d = G(z_d)  # (B, 28, 28, 1); no G backward in D's step
+    def discriminate(images: torch.Tensor) -> torch.Tensor:  # the penalties' D calls
+        return _loss_dtype(gan.discriminator(images))
 
-    # Update D: maximise log D(x) + log(1 - D(G(z_d))). One D call on [real; fake], as in gan_jax.
-    with autocast(gan.config):
-        logits = _loss_dtype(gan.d_sync(torch.cat([x, fake_d])))  # (2B,)
-    real_logits, fake_logits = logits[:batch], logits[batch:]
-    d_loss = d_loss_fn(real_logits, fake_logits)
+    with autocast(config, x.device.type):
+        # One D call on [real; fake], as in gan_jax; through DDP's wrapper under torchrun (the
+        # penalties' calls share its parameters, so their gradients are averaged with it).
+        logits = _loss_dtype(gan.d_sync(torch.cat([x, fake])))  # (2B,)
+        real_logits, fake_logits = logits[:batch], logits[batch:]
+        loss = d_loss_fn(real_logits, fake_logits, config.loss)
+        if config.loss == "wgan_gp":
+            loss = loss + gradient_penalty(discriminate, x, fake, eps, config.gp_weight)
+        if config.r1_weight:
+            loss = loss + r1_penalty(discriminate, x, config.r1_weight)
+    return loss, real_logits, fake_logits
+
+
+def g_objective(gan: Gan, z_g: torch.Tensor) -> torch.Tensor:
+    """G's loss on D's logits of G(z_g); plain D: under torchrun only G's gradients are averaged over ranks."""
+    with autocast(gan.config, z_g.device.type):
+        logits = _loss_dtype(gan.discriminator(gan.g_sync(z_g)))  # (B,)
+    return g_loss_fn(logits, gan.config.g_loss, gan.config.loss)
+
+
+def d_update(gan: Gan, x: torch.Tensor, z_d: torch.Tensor, eps: torch.Tensor | None) -> torch.Tensor:
+    """One D update on real batch x (B, ...) and fakes G(z_d), in place; returns [d_loss, d_real, d_fake]."""
+    with torch.no_grad(), autocast(gan.config, z_d.device.type):
+        fake = gan.generator(z_d)  # (B, 28, 28, 1); no G backward in D's step
+    loss, real_logits, fake_logits = d_objective(gan, x, fake, eps)
     gan.d_opt.zero_grad()
-    d_loss.backward()
+    loss.backward()
     gan.d_opt.step()
+    with torch.no_grad():
+        kind = gan.config.loss
+        return torch.stack([loss, mean_d_output(real_logits, kind), mean_d_output(fake_logits, kind)])
 
-    # Update G: minimise -log D(G(z_g)) (or log(1 - D(G(z_g)))) through the updated D; D is a constant here.
+
+def train_step(gan: Gan, x: torch.Tensor, z_d: torch.Tensor, z_g: torch.Tensor,
+               eps: torch.Tensor | None = None) -> torch.Tensor:
+    """n_critic D updates then one G step on given inputs, updating `gan` in place.
+
+    x: (n_critic * B, 28, 28, 1) real images in [-1, 1] and z_d: (n_critic * B, latent_dim) noise,
+    D update k taking rows [k B, (k + 1) B) of each (with n_critic 1, simply a batch);
+    z_g: (B, latent_dim) noise; eps: (n_critic * B,) interpolation weights in [0, 1], wgan_gp only.
+    Returns metrics (4,) = [d_loss, g_loss, d_real, d_fake], D's three averaged over its updates;
+    d_loss includes the penalty, d_real / d_fake are `mean_d_output`.
+    After the call each parameter's .grad holds the gradient of its own net's last update.
+    """
+    batch = z_g.shape[0]
+    d_metrics = torch.stack([
+        d_update(gan, x[rows], z_d[rows], None if eps is None else eps[rows])
+        for rows in (slice(k * batch, (k + 1) * batch) for k in range(gan.config.n_critic))
+    ]).mean(dim=0)
+
+    # Update G: descend its loss on D(G(z_g)) through the updated D; D is a constant here.
+    D = gan.discriminator
     D.requires_grad_(False)  # backward stops at D's input: D's .grad keeps D's own step
-    with autocast(gan.config):
-        fake_logits_g = _loss_dtype(D(gan.g_sync(z_g)))  # (B,); plain D: only G's gradients are averaged over ranks
-    g_loss = g_loss_fn(fake_logits_g, gan.config.g_loss)
+    g_loss = g_objective(gan, z_g)
     gan.g_opt.zero_grad()
     g_loss.backward()
     gan.g_opt.step()
     D.requires_grad_(True)
 
     with torch.no_grad():
-        return torch.stack([d_loss, g_loss, torch.sigmoid(real_logits).mean(), torch.sigmoid(fake_logits).mean()])
+        return torch.stack([d_metrics[0], g_loss, d_metrics[1], d_metrics[2]])
 
 
 def epoch_permutation(seed: int, epoch: int, num_train: int) -> torch.Tensor:
@@ -167,23 +247,28 @@ class TorchBackend:
                                                 for m in (self.gan.generator, self.gan.discriminator))
         self.step = 0
         self.data = torch.tensor(data_u8, dtype=torch.uint8)  # (N, 28, 28, 1), a copy: torch wants writable memory
-        self.steps_per_epoch = self.data.shape[0] // config.batch_size  # the final partial batch is dropped
+        self.steps_per_epoch = config.steps_per_epoch(self.data.shape[0])  # the final partial step is dropped
         self.rng = torch.Generator().manual_seed(stream_seed(config.seed, _NOISE))
         self.z_fixed = fixed_noise(config)
         self._perm_epoch, self._perm = -1, None
 
     def _batch(self) -> torch.Tensor:
+        """The step's n_critic * B real images: positions [t n_critic B, (t + 1) n_critic B) of the epoch's
+        permutation at step t of an epoch, D update k taking the k-th B (as gan_jax.train.make_train_chunk)."""
         epoch, pos = divmod(self.step, self.steps_per_epoch)
         if epoch != self._perm_epoch:
             self._perm_epoch, self._perm = epoch, epoch_permutation(self.gan.config.seed, epoch, self.data.shape[0])
-        batch = self.gan.config.batch_size
-        idx = self._perm[pos * batch:(pos + 1) * batch][self._shard]  # this rank's slice of the global batch
-        return scale_images(self.data[idx])  # (B / world, 28, 28, 1) in [-1, 1]
+        n = self.gan.config.images_per_step
+        idx = self._perm[pos * n:(pos + 1) * n]  # (n_critic B,): the global step's images
+        return scale_images(self.data[self._local(idx)])  # (n_critic B / world, 28, 28, 1) in [-1, 1]
 
-    @property
-    def _shard(self) -> slice:
-        local = self.gan.config.batch_size // self.world
-        return slice(self.rank * local, (self.rank + 1) * local)
+    def _local(self, rows: torch.Tensor) -> torch.Tensor:
+        """This rank's slice of each global batch B in `rows` (n_critic B, ...): all of it on one rank."""
+        if self.world == 1:
+            return rows
+        batch, local = self.gan.config.batch_size, self.gan.config.batch_size // self.world
+        per_batch = rows.reshape(-1, batch, *rows.shape[1:])  # (n_critic, B, ...)
+        return per_batch[:, self.rank * local:(self.rank + 1) * local].reshape(-1, *rows.shape[1:])
 
     def run(self, num_steps: int) -> torch.Tensor:
         config = self.gan.config
@@ -191,9 +276,11 @@ class TorchBackend:
         for _ in range(num_steps):
             x = self._batch()
             # Every rank draws the global batch's noise (keeping the generators in step) and uses its slice.
-            z_d = torch.randn(config.batch_size, config.latent_dim, generator=self.rng)[self._shard]
-            z_g = torch.randn(config.batch_size, config.latent_dim, generator=self.rng)[self._shard]
-            rows.append(train_step(self.gan, x, z_d, z_g))
+            z_d = self._local(torch.randn(config.images_per_step, config.latent_dim, generator=self.rng))
+            z_g = self._local(torch.randn(config.batch_size, config.latent_dim, generator=self.rng))
+            # WGAN-GP's interpolation weights come last from the same generator: other losses draw what they did.
+            eps = torch.rand(config.images_per_step, generator=self.rng) if config.loss == "wgan_gp" else None
+            rows.append(train_step(self.gan, x, z_d, z_g, None if eps is None else self._local(eps)))
             self.step += 1
         return parallel.mean_over_ranks(torch.stack(rows), self.world)  # (num_steps, 4), global-batch means
 

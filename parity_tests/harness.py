@@ -3,7 +3,8 @@
 An adapter wraps one backend's real code (its models, its train_step, its optimiser
 factory, its Backend, its sample loader) behind the same small NumPy interface. Weights
 cross between adapters only as neutral tensors (`generator.fc1.kernel`, ...), never
-re-drawn. A new architecture or loss adds a `Spec` to SPECS; the tests stay as they are.
+re-drawn. A new architecture adds a `Spec` to SPECS, a new --loss setting one to LOSS_SPECS;
+the tests stay as they are.
 """
 
 from __future__ import annotations
@@ -34,6 +35,18 @@ SPECS = (
     Spec("mlp_narrow_3layer", Config(latent_dim=16, g_hidden="32,64,128", d_hidden="96", leaky_slope=0.1)),
 )
 
+# The --loss kinds beyond the default pair (parity_tests/test_losses.py). Their steps run D's
+# backward twice (the penalties) or n_critic times: a narrower MLP at batch 32 keeps the
+# 100-step float64 trajectories fast, and every layer kind (ReLU, LeakyReLU, tanh) is still in.
+_SMALL = dict(latent_dim=32, g_hidden="64,128", d_hidden="128,64", batch_size=32)
+LOSS_SPECS = (
+    Spec("gan_r1", Config(**_SMALL, r1_weight=5.0)),
+    Spec("hinge", Config(**_SMALL, loss="hinge")),
+    Spec("lsgan", Config(**_SMALL, loss="lsgan")),
+    Spec("wgan_gp", Config(**_SMALL, loss="wgan_gp")),
+    Spec("wgan_gp_3critic", Config(**_SMALL, loss="wgan_gp", n_critic=3, beta1=0.5)),
+)
+
 
 class Adapter(Protocol):
     """The interface every test uses; JaxAdapter and TorchAdapter implement it over real backend code."""
@@ -45,9 +58,11 @@ class Adapter(Protocol):
     def export(self) -> Tensors: ...
     def generate(self, z: np.ndarray) -> np.ndarray: ...  # (B, latent) -> (B, 28, 28, 1)
     def discriminate(self, x: np.ndarray) -> np.ndarray: ...  # (B, 28, 28, 1) -> (B,) logits
-    def step(self, x, z_d, z_g) -> np.ndarray: ...  # one real train_step -> metrics (4,)
-    def steps(self, xs, z_ds, z_gs) -> np.ndarray: ...  # T real train_steps -> (T, 4)
-    def step_with_grads(self, x, z_d, z_g) -> tuple[np.ndarray, Tensors, Tensors]: ...  # metrics, D's, G's grads
+    # eps: WGAN-GP's interpolation weights (n_critic B,), only for --loss wgan_gp (see `inputs`).
+    def step(self, x, z_d, z_g, eps=None) -> np.ndarray: ...  # one real train_step -> metrics (4,)
+    def steps(self, xs, z_ds, z_gs, epss=None) -> np.ndarray: ...  # T real train_steps -> (T, 4)
+    def step_with_grads(self, x, z_d, z_g, eps=None) -> tuple[np.ndarray, Tensors, Tensors]: ...  # metrics, D's, G's
+    def penalty_with_grads(self, kind, x, fake, eps=None) -> tuple[float, Tensors]: ...  # "gp" / "r1", D's grads
     # Static: the backend's Adam factory, its Backend, its run and sample entry points.
     adam_run: Callable[..., Tensors]
     backend: Callable[..., object]
@@ -71,8 +86,8 @@ class JaxAdapter:
         self.dtype = dtype
         self.gan, self.state = train.create(config)
         self._step = jax.jit(functools.partial(train.train_step, self.gan))
-        self._scan = jax.jit(lambda state, xs, z_ds, z_gs: jax.lax.scan(
-            lambda s, inputs: self._step(s, *inputs), state, (xs, z_ds, z_gs)))
+        self._scan = jax.jit(lambda state, xs, z_ds, z_gs, epss: jax.lax.scan(
+            lambda s, inputs: self._step(s, *inputs), state, (xs, z_ds, z_gs, epss)))
 
     def load(self, tensors: Tensors) -> None:
         """Take these weights, with fresh (zero) Adam states."""
@@ -94,12 +109,12 @@ class JaxAdapter:
     def discriminate(self, x: np.ndarray) -> np.ndarray:
         return np.asarray(_jit(self.gan.discriminate)(self.state.d_params, x))
 
-    def step_with_grads(self, x, z_d, z_g) -> tuple[np.ndarray, Tensors, Tensors]:
+    def step_with_grads(self, x, z_d, z_g, eps=None) -> tuple[np.ndarray, Tensors, Tensors]:
         """gan_jax.train.train_step on these inputs: its metrics, and the gradients of D's and G's objectives.
 
         train_step does not return its gradients, so they are recomputed here by jax.grad of the
-        same objectives (d_loss_fn on D([x; G(z_d)]), g_loss_fn through the updated D), and the
-        recomputed losses are checked against the ones train_step itself reports.
+        same objectives (gan_jax.train.d_objective, then g_objective through the updated D), and the
+        recomputed losses are checked against the ones train_step itself reports. n_critic 1 only.
         """
         import jax
         import jax.numpy as jnp
@@ -107,41 +122,50 @@ class JaxAdapter:
         from gan_jax.checkpoint import export_weights
 
         gan, train = self.gan, self.train
-        batch = x.shape[0]
+        assert gan.config.n_critic == 1, "step_with_grads compares one D update"
 
         @jax.jit
-        def objectives_and_grads(state, x, z_d, z_g):
+        def objectives_and_grads(state, x, z_d, z_g, eps):
             fake_d = gan.generate(state.g_params, z_d)
-
-            def d_objective(d_params):
-                logits = gan.discriminate(d_params, jnp.concatenate([x, fake_d]))
-                return train.d_loss_fn(logits[:batch], logits[batch:])
-
-            d_loss, d_grads = jax.value_and_grad(d_objective)(state.d_params)
+            (d_loss, _), d_grads = jax.value_and_grad(
+                lambda p: train.d_objective(gan, p, x, fake_d, eps), has_aux=True)(state.d_params)
             d_updates, _ = gan.d_tx.update(d_grads, state.d_opt, state.d_params)
             d_params = optax.apply_updates(state.d_params, d_updates)
-
-            def g_objective(g_params):
-                return train.g_loss_fn(gan.discriminate(d_params, gan.generate(g_params, z_g)), gan.config.g_loss)
-
-            g_loss, g_grads = jax.value_and_grad(g_objective)(state.g_params)
+            g_loss, g_grads = jax.value_and_grad(lambda p: train.g_objective(gan, p, d_params, z_g))(state.g_params)
             return jnp.stack([d_loss, g_loss]), d_grads, g_grads
 
-        recomputed, d_grads, g_grads = objectives_and_grads(self.state, x, z_d, z_g)
-        metrics = self.step(x, z_d, z_g)
+        recomputed, d_grads, g_grads = objectives_and_grads(self.state, x, z_d, z_g, eps)
+        metrics = self.step(x, z_d, z_g, eps)
         np.testing.assert_allclose(np.asarray(recomputed), metrics[:2], rtol=1e-6,
                                    err_msg="harness objectives drifted from gan_jax.train.train_step")
         grads = export_weights(g_grads, d_grads)
         return metrics, _net(grads, "discriminator"), _net(grads, "generator")
 
-    def step(self, x, z_d, z_g) -> np.ndarray:
+    def penalty_with_grads(self, kind: str, x, fake, eps=None) -> tuple[float, Tensors]:
+        """gan_jax.train.gradient_penalty ("gp", weight gp_weight) or r1_penalty ("r1", weight r1_weight) on
+        the current D: its value and its gradient w.r.t. D's parameters (a double backpropagation)."""
+        import jax
+        from gan_jax.checkpoint import export_weights
+
+        gan, train, config = self.gan, self.train, self.config
+
+        def penalty(d_params):
+            discriminate = functools.partial(gan.discriminate, d_params)
+            if kind == "gp":
+                return train.gradient_penalty(discriminate, x, fake, eps, config.gp_weight)
+            return train.r1_penalty(discriminate, x, config.r1_weight)
+
+        value, d_grads = jax.jit(jax.value_and_grad(penalty))(self.state.d_params)
+        return float(value), _net(export_weights(self.state.g_params, d_grads), "discriminator")
+
+    def step(self, x, z_d, z_g, eps=None) -> np.ndarray:
         """One real gan_jax.train.train_step; returns metrics (4,)."""
-        self.state, metrics = self._step(self.state, x, z_d, z_g)
+        self.state, metrics = self._step(self.state, x, z_d, z_g, eps)
         return np.asarray(metrics)
 
-    def steps(self, xs, z_ds, z_gs) -> np.ndarray:
+    def steps(self, xs, z_ds, z_gs, epss=None) -> np.ndarray:
         """len(xs) real train_steps in one lax.scan over pre-drawn inputs; returns metrics (T, 4)."""
-        self.state, metrics = self._scan(self.state, xs, z_ds, z_gs)
+        self.state, metrics = self._scan(self.state, xs, z_ds, z_gs, epss)
         return np.asarray(metrics)
 
     @staticmethod
@@ -176,7 +200,7 @@ class JaxAdapter:
 
     @staticmethod
     def recorded_inputs(config: Config, data_u8: np.ndarray, num_steps: int) -> tuple[np.ndarray, ...]:
-        """What JaxBackend feeds train_step over its first steps: xs, z_ds, z_gs, each (T, B, ...).
+        """What JaxBackend feeds train_step over its first steps: xs, z_ds, z_gs (and eps for wgan_gp), each (T, ...).
 
         The step runs inside the compiled scan, so a wrapper sends its inputs to the host with an
         ordered jax.debug.callback; the maths of the step is untouched.
@@ -187,9 +211,10 @@ class JaxAdapter:
         seen = []
         real_step = train.train_step
 
-        def recording_step(gan, state, x, z_d, z_g):
-            jax.debug.callback(lambda *a: seen.append([np.asarray(v) for v in a]), x, z_d, z_g, ordered=True)
-            return real_step(gan, state, x, z_d, z_g)
+        def recording_step(gan, state, x, z_d, z_g, eps=None):
+            fed = [a for a in (x, z_d, z_g, eps) if a is not None]
+            jax.debug.callback(lambda *a: seen.append([np.asarray(v) for v in a]), *fed, ordered=True)
+            return real_step(gan, state, x, z_d, z_g, eps)
 
         with _patched(train, "train_step", recording_step):  # looked up when the scan is traced
             backend = train.JaxBackend(config, data_u8)
@@ -272,21 +297,42 @@ class TorchAdapter:
         with torch.no_grad(), self.train.autocast(self.config):
             return self.gan.discriminator(torch.from_numpy(x)).float().numpy()
 
-    def step_with_grads(self, x, z_d, z_g) -> tuple[np.ndarray, Tensors, Tensors]:
+    def step_with_grads(self, x, z_d, z_g, eps=None) -> tuple[np.ndarray, Tensors, Tensors]:
         """gan_torch.train.train_step on these inputs: its metrics, and the .grad it leaves on each net."""
         from gan_torch.checkpoint import export_weights
 
-        metrics = self.step(x, z_d, z_g)
+        assert self.config.n_critic == 1, "step_with_grads compares one D update"
+        metrics = self.step(x, z_d, z_g, eps)
         grads = export_weights(self.gan.generator, self.gan.discriminator, grads=True)
         return metrics, _net(grads, "discriminator"), _net(grads, "generator")
 
-    def step(self, x, z_d, z_g) -> np.ndarray:
+    def penalty_with_grads(self, kind: str, x, fake, eps=None) -> tuple[float, Tensors]:
+        """gan_torch.train.gradient_penalty ("gp") or r1_penalty ("r1") on the current D: value, D's .grad."""
+        import torch
+        from gan_torch.checkpoint import export_weights
+
+        D, train, config = self.gan.discriminator, self.train, self.config
+        x, fake = torch.from_numpy(x), torch.from_numpy(fake)
+        D.zero_grad()
+        if kind == "gp":
+            value = train.gradient_penalty(D, x, fake, torch.from_numpy(eps), config.gp_weight)
+        else:
+            value = train.r1_penalty(D, x, config.r1_weight)
+        value.backward()
+        for param in (*self.gan.generator.parameters(), *D.parameters()):
+            if param.grad is None:  # what the penalty does not reach (D's output bias) has gradient 0, as in JAX
+                param.grad = torch.zeros_like(param)
+        return value.item(), _net(export_weights(self.gan.generator, D, grads=True), "discriminator")
+
+    def step(self, x, z_d, z_g, eps=None) -> np.ndarray:
         import torch
 
-        return self.train.train_step(self.gan, *(torch.from_numpy(a) for a in (x, z_d, z_g))).numpy()
+        tensors = [None if a is None else torch.from_numpy(a) for a in (x, z_d, z_g, eps)]
+        return self.train.train_step(self.gan, *tensors).numpy()
 
-    def steps(self, xs, z_ds, z_gs) -> np.ndarray:
-        return np.stack([self.step(x, z_d, z_g) for x, z_d, z_g in zip(xs, z_ds, z_gs)])
+    def steps(self, xs, z_ds, z_gs, epss=None) -> np.ndarray:
+        epss = [None] * len(xs) if epss is None else epss
+        return np.stack([self.step(*inputs) for inputs in zip(xs, z_ds, z_gs, epss)])
 
     @staticmethod
     def adam_run(config: Config, params: Tensors, grads: Callable[[int], Tensors], num_steps: int) -> Tensors:
@@ -318,15 +364,15 @@ class TorchAdapter:
 
     @staticmethod
     def recorded_inputs(config: Config, data_u8: np.ndarray, num_steps: int) -> tuple[np.ndarray, ...]:
-        """What TorchBackend feeds train_step over its first steps: xs, z_ds, z_gs, each (T, B, ...)."""
+        """What TorchBackend feeds train_step over its first steps: xs, z_ds, z_gs (and eps for wgan_gp), each (T, ...)."""
         from gan_torch import train
 
         seen = []
         real_step = train.train_step
 
-        def recording_step(gan, x, z_d, z_g):
-            seen.append([a.numpy().copy() for a in (x, z_d, z_g)])
-            return real_step(gan, x, z_d, z_g)
+        def recording_step(gan, x, z_d, z_g, eps=None):
+            seen.append([a.numpy().copy() for a in (x, z_d, z_g, eps) if a is not None])
+            return real_step(gan, x, z_d, z_g, eps)
 
         with _patched(train, "train_step", recording_step):
             backend = train.TorchBackend(config, data_u8)
@@ -364,14 +410,22 @@ def _net(tensors: Tensors, net: str) -> Tensors:
 
 
 def inputs(config: Config, images_u8: np.ndarray, num_steps: int, seed: int = 0):
-    """Real batches xs (T, B, 28, 28, 1) in [-1, 1] and noise z_ds, z_gs (T, B, latent), drawn once in NumPy."""
+    """Real batches xs (T, n_critic B, 28, 28, 1) in [-1, 1] and noise z_ds (T, n_critic B, latent),
+    z_gs (T, B, latent), drawn once in NumPy: train_step's inputs (D update k takes the k-th B rows)."""
     rng = np.random.default_rng(seed)
-    b, t = config.batch_size, num_steps
-    idx = rng.permutation(len(images_u8))[: t * b].reshape(t, b)
+    b, n, t = config.batch_size, config.images_per_step, num_steps
+    idx = rng.permutation(len(images_u8))[: t * n].reshape(t, n)
     xs = images_u8[idx].astype(np.float32) / np.float32(127.5) - np.float32(1.0)
-    z_ds = rng.standard_normal((t, b, config.latent_dim), dtype=np.float32)
+    z_ds = rng.standard_normal((t, n, config.latent_dim), dtype=np.float32)
     z_gs = rng.standard_normal((t, b, config.latent_dim), dtype=np.float32)
     return xs, z_ds, z_gs
+
+
+def interpolation_eps(config: Config, num_steps: int, seed: int = 0) -> np.ndarray | None:
+    """WGAN-GP's eps (T, n_critic B) ~ U(0, 1), drawn once in NumPy; None for the losses that take none."""
+    if config.loss != "wgan_gp":
+        return None
+    return np.random.default_rng([seed, 1]).random((num_steps, config.images_per_step), dtype=np.float32)
 
 
 def max_rel_err(a: np.ndarray, b: np.ndarray) -> float:

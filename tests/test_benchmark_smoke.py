@@ -2,6 +2,7 @@
 
 import json
 import os
+import subprocess
 import sys
 
 import pytest
@@ -42,8 +43,8 @@ def test_fused_k_is_capped_for_big_batches_and_never_duplicated():
 
 def test_quick_run_writes_rows_for_both_backends(tmp_path):
     paths = {ext: str(tmp_path / f"bench.{ext}") for ext in ("json", "png", "md")}
-    step_throughput.main(["--quick", "--batch-sizes", "1,8", "--repeats", "2", "--ks", "2",
-                          "--json", paths["json"], "--plot", paths["png"], "--markdown", paths["md"]])
+    step_throughput.main(["--quick", "--batch-sizes", "1,8", "--repeats", "2", "--ks", "2", "--precisions",
+                          "float32,bf16", "--json", paths["json"], "--plot", paths["png"], "--markdown", paths["md"]])
 
     result = json.load(open(paths["json"]))
     rows = result["rows"]
@@ -55,7 +56,7 @@ def test_quick_run_writes_rows_for_both_backends(tmp_path):
         assert row["step_ms_p25"] <= row["step_ms_median"] <= row["step_ms_p75"]
     got = {(r["backend"], r["variant"], r["batch_size"]) for r in rows}
     want = {(b, v, n) for b, v in [("jax", "step"), ("jax", "fused_k2"), ("jax", "matmuls"), ("torch", "eager"),
-                                   ("torch", "tuned")]
+                                   ("torch", "tuned"), ("jax", "fused_k2+bf16"), ("torch", "eager+bf16")]
             for n in (1, 8)}
     assert got == want
 
@@ -66,8 +67,27 @@ def test_quick_run_writes_rows_for_both_backends(tmp_path):
     assert h["peak"]["gflops"] > 0
     assert {q["batch_size"] for q in result["ratios"]} == {1, 8}
     assert all(q["jax_fused_over_torch_eager"] > 0 for q in result["ratios"])
+    assert all(q["jax_fused_bf16_over_float32"] > 0 and q["torch_eager_bf16_over_float32"] > 0
+               for q in result["ratios"])
 
     with open(paths["png"], "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
     md = open(paths["md"]).read()
-    assert "| backend | variant |" in md and "versions:" in md
+    assert "| backend | variant |" in md and "versions:" in md and "bf16 ratios (same run):" in md
+
+
+def test_scaling_quick_run_times_every_device_count(tmp_path):
+    """benchmarks.scaling in its own process (it simulates 4 CPU devices before JAX starts)."""
+    out = str(tmp_path / "scaling.json")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=root)
+    env.pop("XLA_FLAGS", None)
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.scaling", "--quick", "--json", out], cwd=root, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = json.load(open(out))["rows"]
+    got = {(r["variant"], r["devices"]) for r in rows}
+    assert got == {("fused", 1), ("fused", 2), ("fused", 4), ("fused_data_shd", 2), ("fused_data_shd", 4),
+                   ("allreduce", 2), ("allreduce", 4)}
+    assert all(r["error"] is None and r["steps_per_s"] > 0 for r in rows)
+    assert [r["speed_vs_1_device"] for r in rows if (r["variant"], r["devices"]) == ("fused", 1)] == [1.0]

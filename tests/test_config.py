@@ -53,6 +53,9 @@ def test_flags_parse_into_the_dataclass():
         (["--steps", "ten"], "invalid int value"),
         (["--g-hidden", "256,x"], "--g-hidden"),
         (["--no-such-flag"], "unrecognized arguments"),
+        (["--precision", "fp8"], "invalid choice: 'fp8'"),
+        (["--devices", "-1"], "--devices and --num-processes must be >= 0"),
+        (["--num-processes", "2", "--process-id", "2"], "--process-id 2 must be below --num-processes 2"),
     ],
 )
 def test_bad_flags_raise_one_clear_error(argv, fragment):
@@ -92,3 +95,52 @@ def test_gan_common_imports_neither_framework():
         "assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_loss_flags_parse_and_default_to_the_seed_game():
+    c, _ = parse()
+    assert (c.loss, c.n_critic, c.gp_weight, c.r1_weight) == ("gan", 1, 10.0, 0.0)
+    c, _ = parse("--loss", "wgan_gp", "--n-critic", "5", "--gp-weight", "5")
+    assert (c.loss, c.n_critic, c.gp_weight, c.images_per_step) == ("wgan_gp", 5, 5.0, 320)
+    assert c.total_steps(60000) == 25 * 187  # an epoch is one pass of D: 60000 // (64 * 5) steps
+    c, _ = parse("--r1-weight", "10", "--g-loss", "minimax")
+    assert (c.loss, c.r1_weight, c.g_loss) == ("gan", 10.0, "minimax")
+
+
+@pytest.mark.parametrize(
+    "argv, fragment",
+    [
+        (["--loss", "wasserstein"], "invalid choice: 'wasserstein'"),
+        (["--n-critic", "0"], "--n-critic must be a positive integer"),
+        (["--loss", "hinge", "--r1-weight", "10"], "--r1-weight applies only to --loss gan"),
+        (["--loss", "wgan_gp", "--r1-weight", "1"], "--r1-weight applies only to --loss gan"),
+        (["--r1-weight=-1"], "--r1-weight must be >= 0"),
+        (["--loss", "hinge", "--gp-weight", "5"], "--gp-weight applies only to --loss wgan_gp"),
+        (["--loss", "wgan_gp", "--gp-weight", "0"], "--gp-weight must be > 0"),
+        (["--loss", "lsgan", "--g-loss", "minimax"], "--g-loss minimax applies only to --loss gan"),
+    ],
+)
+def test_loss_flags_reject_combinations_they_do_not_apply_to(argv, fragment):
+    with pytest.raises(UserError) as e:
+        parse(*argv)
+    assert fragment in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_resume_cannot_change_the_loss():
+    saved = Config(steps=400, out_dir="a")
+    current, given = parse("--loss", "hinge", "--resume")
+    with pytest.raises(UserError, match="--resume cannot change --loss"):
+        resume_config(saved, current, given)
+
+
+def test_resume_takes_this_launchs_layout_but_not_a_new_precision():
+    """Devices and multi-host flags describe where a run executes, so a resume may change them
+    (given or not: process 1 must not inherit process 0's saved id); --precision is what it computes."""
+    saved = Config(devices=4, num_processes=2, process_id=0, coordinator_address="h0:1", out_dir="a")
+    current, given = parse("--resume", "--out-dir", "a", "--devices", "2")
+    c = resume_config(saved, current, given)
+    assert (c.devices, c.num_processes, c.process_id, c.coordinator_address) == (2, 1, -1, "")
+    current, given = parse("--resume", "--out-dir", "a", "--precision", "bf16")
+    with pytest.raises(UserError, match="--resume cannot change --precision"):
+        resume_config(saved, current, given)

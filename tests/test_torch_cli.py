@@ -14,13 +14,7 @@ from gan_torch import sample, train
 FAST = ["--log-every", "10", "--sample-every", "20", "--checkpoint-every", "10"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: on a shared 2-core runner two OpenMP threads spin against other jobs (10x slower)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def run_cli(*argv):
@@ -180,3 +174,17 @@ def test_epochs_are_fresh_permutations_and_the_partial_batch_is_dropped():
         assert len(set(seen)) == 15 * 64  # each image at most once per epoch
         epochs.append(seen)
     assert epochs[0] != epochs[1]  # a fresh order each epoch
+
+
+def test_bf16_trains_in_float32_parameters(tmp_path):
+    out = str(tmp_path / "bf16")
+    assert run_cli("--out-dir", out, "--steps", "20", "--precision", "bf16", *FAST) == 0
+    state = _state(out, 20)
+    assert {t.dtype for t in state["generator"].values()} == {torch.float32}
+    generate, config = sample.load_generator(out)
+    assert generate(np.zeros((3, config.latent_dim), np.float32)).dtype == np.float32
+
+
+def test_launch_flags_of_the_jax_runtime_are_refused_with_the_torchrun_command(tmp_path, capsys):
+    assert run_cli("--out-dir", str(tmp_path / "r"), "--devices", "2", "--steps", "1") == 2
+    assert "torchrun --nproc-per-node N -m gan_torch.train" in capsys.readouterr().err

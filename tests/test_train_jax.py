@@ -169,6 +169,28 @@ def test_too_large_batch_and_unwritable_out_dir(tmp_path, capsys):
     assert "is not writable" in capsys.readouterr().err
 
 
+def test_device_counts_the_process_cannot_give_are_refused(tmp_path, capsys):
+    """Once JAX has started with one CPU device, --devices 8 must say how to get 8."""
+    assert len(jax.devices()) == 1  # starts JAX now if no earlier test did: too late to simulate 8
+    assert run_cli("--out-dir", str(tmp_path / "d8"), "--devices", "8", "--steps", "1") == 2
+    err = capsys.readouterr().err
+    assert "--devices 8, but JAX sees 1 cpu device(s)" in err and "xla_force_host_platform_device_count=8" in err
+    assert err.count("\n") == 1
+
+
+def test_bf16_trains_and_samples_in_float32_outputs(tmp_path):
+    out = str(tmp_path / "bf16")
+    assert run_cli("--out-dir", out, "--steps", "20", "--precision", "bf16", *FAST) == 0
+    with open(os.path.join(out, "metrics.jsonl")) as f:
+        rows = [json.loads(line) for line in f]
+    assert [r["step"] for r in rows] == [10, 20] and all(np.isfinite(r["d_loss"]) for r in rows)
+    weights = load_file(os.path.join(out, "checkpoints", "20", "weights.safetensors"))
+    assert {w.dtype for w in weights.values()} == {np.dtype(np.float32)}
+    generate, config = sample.load_generator(out)
+    images = generate(np.zeros((3, config.latent_dim), np.float32))
+    assert config.precision == "bf16" and images.dtype == np.float32 and images.shape == (3, 28, 28, 1)
+
+
 def test_resume_rejects_missing_and_corrupt_checkpoints(tmp_path, capsys):
     assert run_cli("--out-dir", str(tmp_path / "empty"), "--resume") == 2
     assert "holds no run" in capsys.readouterr().err
