@@ -22,6 +22,10 @@ PRECISIONS = ("float32", "bf16")
 # its own command line (a multi-host job may come back on other hosts or device counts).
 LAUNCH_FIELDS = frozenset({"devices", "coordinator_address", "num_processes", "process_id"})
 LOSSES = ("gan", "hinge", "lsgan", "wgan_gp")
+ARCHS = ("mlp", "dcgan")
+D_NORMS = ("batch", "spectral", "none")
+# (H, W, C) of each dataset's images: the models are built for the run's shape.
+IMAGE_SHAPES = {"mnist": (28, 28, 1), "fashion_mnist": (28, 28, 1), "kmnist": (28, 28, 1)}
 
 
 def _field(default: Any, help: str, **extra: Any) -> Any:
@@ -30,10 +34,26 @@ def _field(default: Any, help: str, **extra: Any) -> Any:
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    # --- the model (Goodfellow et al. 2014 MLP, as in the seed tutorial) ---
+    # --- the model ---
+    arch: str = _field(
+        "mlp",
+        "the nets: mlp (Goodfellow et al. 2014, as in the seed tutorial) or dcgan (Radford et al. 2016: "
+        "transposed-convolution G with BatchNorm, strided-convolution D)",
+        choices=ARCHS,
+    )
+    # The MLP (--arch mlp).
     latent_dim: int = _field(100, "size of the noise vector z ~ N(0, I) fed to G (the seed's 100)")
     g_hidden: str = _field("256,512", "G's hidden widths, comma separated (the seed's 256,512)")
     d_hidden: str = _field("512,256", "D's hidden widths, comma separated (the seed's 512,256)")
+    # The DCGAN (--arch dcgan): G projects z to (H/4, W/4, 2 g_channels), then two stride-2 transposed convolutions.
+    g_channels: int = _field(64, "--arch dcgan: channels of G's last hidden layer; the one before has twice as many")
+    d_channels: int = _field(64, "--arch dcgan: channels of D's first convolution; the second has twice as many")
+    d_norm: str = _field(
+        "batch",
+        "--arch dcgan: normalisation after D's second convolution: batch (the DCGAN paper's choice), "
+        "spectral (not yet available) or none (needed by --loss wgan_gp and --r1-weight)",
+        choices=D_NORMS,
+    )
     leaky_slope: float = _field(0.2, "negative slope of D's LeakyReLU (the seed's 0.2)")
     # --- the game ---
     g_loss: str = _field(
@@ -116,6 +136,16 @@ class Config:
         return _widths(self.d_hidden, "--d-hidden")
 
     @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(H, W, C) of the dataset's images: what G draws and D reads."""
+        return IMAGE_SHAPES[self.dataset]
+
+    @property
+    def d_batch_norm(self) -> bool:
+        """Whether D normalises over the batch: then real and fake batches go through D separately."""
+        return self.arch == "dcgan" and self.d_norm == "batch"
+
+    @property
     def images_per_step(self) -> int:
         """Real images one step consumes: a batch for each of its n_critic D updates."""
         return self.batch_size * self.n_critic
@@ -165,7 +195,7 @@ def validate(config: Config) -> Config:
     """Reject values no run can use, with one message naming the flag and what it accepts."""
     c = config
     positive_ints = ("batch_size", "latent_dim", "log_every", "sample_every", "checkpoint_every", "steps_per_call",
-                     "n_critic")
+                     "n_critic", "g_channels", "d_channels")
     for name in positive_ints:
         if getattr(c, name) <= 0:
             raise UserError(f"--{_flag(name)} must be a positive integer, got {getattr(c, name)}")
@@ -197,6 +227,7 @@ def validate(config: Config) -> Config:
         choices = f.metadata.get("choices")
         if choices and getattr(c, f.name) not in choices:
             raise UserError(f"--{_flag(f.name)} {getattr(c, f.name)!r} is not one of {', '.join(choices)}")
+    _validate_arch(c)
     return c
 
 
@@ -213,6 +244,28 @@ def _validate_losses(c: Config) -> None:
                         "drop it or use --loss gan")
     if c.loss != "gan" and c.g_loss != Config.g_loss:
         raise UserError(f"--g-loss {c.g_loss} applies only to --loss gan; --loss {c.loss} has its own G loss")
+
+
+def _validate_arch(c: Config) -> None:
+    """Each model flag applies to one --arch; and the DCGAN's BatchNorm rules out per-sample penalties."""
+    own = {"mlp": ("g_hidden", "d_hidden"), "dcgan": ("g_channels", "d_channels", "d_norm")}
+    for arch, names in own.items():
+        for name in names:
+            if c.arch != arch and getattr(c, name) != getattr(Config, name):
+                raise UserError(f"--{_flag(name)} applies only to --arch {arch}, got --arch {c.arch}; drop it")
+    if c.arch != "dcgan":
+        return
+    if c.d_norm == "spectral":
+        raise UserError("--d-norm spectral is not yet available; use --d-norm batch or none")
+    if c.precision != "float32":
+        raise UserError("--precision bf16 is not yet available with --arch dcgan; use --precision float32")
+    height, width, _ = c.image_shape
+    if height % 4 or width % 4:
+        raise UserError(f"--arch dcgan upsamples twice by 2: --dataset {c.dataset}'s {height}x{width} images "
+                        f"must have sides divisible by 4")
+    if c.d_batch_norm and (c.loss == "wgan_gp" or c.r1_weight):
+        raise UserError("--loss wgan_gp and --r1-weight penalise each sample's input gradient, which D's BatchNorm "
+                        "couples across the batch; add --d-norm none")
 
 
 def _flag(name: str) -> str:

@@ -1,7 +1,7 @@
 """Checkpoints (orbax) and the neutral weight file, for the JAX backend.
 
 Layout, shared with gan_torch: `<out>/checkpoints/<step>/` holds orbax's `state` (params,
-both Adam states, step, run key) and `meta` (JSON), plus `weights.safetensors`, the neutral
+BatchNorm running statistics, both Adam states, step, run key) and `meta` (JSON), plus `weights.safetensors`, the neutral
 file either backend can sample from. Orbax writes each step to a temporary folder and
 renames it when complete, so a crash never leaves a half-written checkpoint.
 """
@@ -14,7 +14,6 @@ import jax
 import numpy as np
 from flax import nnx
 
-from gan_common.config import Config
 from gan_common.errors import UserError
 from gan_common.weights import WEIGHTS_FILE, latest_step_dir, load_weights, resolve_weights_file, save_weights
 from gan_jax import parallel
@@ -30,31 +29,53 @@ def _manager(root: str, create: bool):
 
 
 # ----------------------------------------------------------------------------- neutral weights
-def export_weights(g_params: nnx.State, d_params: nnx.State) -> dict[str, np.ndarray]:
-    """Flax params -> neutral tensors `generator.fc1.kernel`, ...; flax Dense kernels are already (in, out)."""
+# Flax's layouts are the neutral ones, so the names are all that changes: `generator.fc1.kernel`,
+# `generator.bn0.scale` (an nnx.Param), `generator.bn0.mean` (an nnx.BatchStat). Dense kernels are
+# (in, out), Conv kernels HWIO, ConvTranspose kernels (transpose_kernel=True) the HWIO kernel of the
+# convolution they transpose, (kh, kw, out, in).
+def export_weights(g_params: nnx.State, d_params: nnx.State, g_stats: nnx.State | None = None,
+                   d_stats: nnx.State | None = None) -> dict[str, np.ndarray]:
+    """Flax params (and running statistics, when given) -> neutral tensors."""
     out = {}
-    for net, params in (("generator", g_params), ("discriminator", d_params)):
-        for layer, leaves in nnx.to_pure_dict(params).items():
-            for name, value in leaves.items():
-                out[f"{net}.{layer}.{name}"] = parallel.to_host(value).astype(np.float32)
+    for net, states in (("generator", (g_params, g_stats)), ("discriminator", (d_params, d_stats))):
+        for state in states:
+            if state is not None:
+                for name, value in _flat(nnx.to_pure_dict(state)).items():
+                    out[f"{net}.{name}"] = parallel.to_host(value).astype(np.float32)
     return out
 
 
-def import_weights(tensors: dict[str, np.ndarray], g_params: nnx.State, d_params: nnx.State):
-    """Neutral tensors -> new (g_params, d_params) shaped like the given ones; every key must match."""
+def import_weights(tensors: dict[str, np.ndarray], g_params: nnx.State, d_params: nnx.State, g_stats: nnx.State,
+                   d_stats: nnx.State) -> tuple[nnx.State, nnx.State, nnx.State, nnx.State]:
+    """Neutral tensors -> new (g_params, d_params, g_stats, d_stats) shaped like the given ones; every key must match."""
     result = []
-    for net, params in (("generator", g_params), ("discriminator", d_params)):
-        pure = nnx.to_pure_dict(params)
-        for layer, leaves in pure.items():
-            for name, value in leaves.items():
-                key = f"{net}.{layer}.{name}"
-                if key not in tensors or tensors[key].shape != value.shape:
-                    got = tensors[key].shape if key in tensors else "missing"
-                    raise UserError(f"weight file does not fit the model: {key} is {got}, expected {value.shape}")
-                leaves[name] = jax.numpy.asarray(tensors[key])
-        nnx.replace_by_pure_dict(params, pure)
-        result.append(params)
+    for net, state in (("generator", g_params), ("discriminator", d_params), ("generator", g_stats),
+                       ("discriminator", d_stats)):
+        pure = nnx.to_pure_dict(state)
+        for name, value in _flat(pure).items():
+            key = f"{net}.{name}"
+            if key not in tensors or tensors[key].shape != value.shape:
+                got = tensors[key].shape if key in tensors else "missing"
+                raise UserError(f"weight file does not fit the model: {key} is {got}, expected {value.shape}")
+            layer, leaf = name.rsplit(".", 1)
+            _at(pure, layer)[leaf] = jax.numpy.asarray(tensors[key])
+        nnx.replace_by_pure_dict(state, pure)
+        result.append(state)
     return tuple(result)
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+    """{"bn0": {"mean": a}} -> {"bn0.mean": a}."""
+    out = {}
+    for k, v in tree.items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
+def _at(tree: dict, dotted: str) -> dict:
+    for k in dotted.split("."):
+        tree = tree[k]
+    return tree
 
 
 # ----------------------------------------------------------------------------- checkpoints
@@ -75,7 +96,8 @@ def save(root: str, gan, state) -> str:
         mngr.wait_until_finished()
     folder = os.path.join(root, str(step))
     if parallel.is_primary():
-        save_weights(os.path.join(folder, WEIGHTS_FILE), export_weights(state.g_params, state.d_params), gan.config)
+        save_weights(os.path.join(folder, WEIGHTS_FILE),
+                     export_weights(state.g_params, state.d_params, state.g_stats, state.d_stats), gan.config)
     return folder
 
 
@@ -101,11 +123,13 @@ def restore_latest(root: str, target):
     return type(target)(**restored["state"])
 
 
-def load_params(path: str) -> tuple[Config, nnx.State, nnx.State]:
-    """The config and (g_params, d_params) stored in the neutral file that `path` leads to."""
+def load_params(path: str):
+    """The config and a TrainState holding the nets (params and running statistics) of the neutral file
+    that `path` leads to; its optimiser states are fresh."""
     from gan_jax.train import create
 
     tensors, config = load_weights(resolve_weights_file(path))
     _, fresh = create(config)
-    g_params, d_params = import_weights(tensors, fresh.g_params, fresh.d_params)
-    return config, g_params, d_params
+    g_params, d_params, g_stats, d_stats = import_weights(tensors, fresh.g_params, fresh.d_params, fresh.g_stats,
+                                                          fresh.d_stats)
+    return config, fresh._replace(g_params=g_params, d_params=d_params, g_stats=g_stats, d_stats=d_stats)

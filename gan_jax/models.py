@@ -1,9 +1,15 @@
-"""Generator and Discriminator of Goodfellow et al. (2014), as in the seed tutorial.
+"""The nets: Goodfellow et al.'s (2014) MLP (--arch mlp) and a DCGAN (--arch dcgan).
 
-Layers are attributes fc1, fc2, ... (the same names as gan_torch.models), so the neutral
-weight file maps one to one. Initialisation copies PyTorch's nn.Linear distribution,
-U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weights and biases, so independently initialised
-runs of the two backends play statistically the same game.
+Layers are attributes with the same names as in gan_torch.models (fc1, fc2, ...; fc, bn0,
+deconv1, ...), so the neutral weight file maps one to one. The MLP's initialisation copies
+PyTorch's nn.Linear distribution, U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weights and biases;
+the DCGAN's is the paper's, N(0, 0.02) for kernels and N(1, 0.02) for BatchNorm scales, in
+both backends. So independently initialised runs of the two backends play statistically the
+same game.
+
+Every net takes `train`: True normalises with the batch's statistics and updates the running
+ones (BatchStat variables), False uses the running statistics and changes nothing (sampling,
+evaluation). The MLP has no statistics: its two modes are the same function.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ from flax import nnx
 
 from gan_common.config import Config
 
-IMAGE_SHAPE = (28, 28, 1)
+IMAGE_SHAPE = (28, 28, 1)  # the MLP's default; nets are built for config.image_shape
 IMAGE_SIZE = 28 * 28
 
 
@@ -60,31 +66,141 @@ class Generator(nnx.Module):
     """z (B, latent_dim) ~ N(0, I) -> images (B, 28, 28, 1) in [-1, 1], in the compute dtype."""
 
     def __init__(self, config: Config, rngs: nnx.Rngs):
-        widths = (config.latent_dim, *config.g_hidden_sizes, IMAGE_SIZE)
+        self.image_shape = config.image_shape
+        widths = (config.latent_dim, *config.g_hidden_sizes, math.prod(self.image_shape))
         self.num_layers = len(widths) - 1
         for i in range(self.num_layers):
             setattr(self, f"fc{i + 1}", _linear(widths[i], widths[i + 1], config, rngs))
 
-    def __call__(self, z: jax.Array) -> jax.Array:
+    def __call__(self, z: jax.Array, train: bool = False) -> jax.Array:  # no statistics: train changes nothing
         h = z  # (B, latent_dim)
         for i in range(1, self.num_layers):
             h = jax.nn.relu(getattr(self, f"fc{i}")(h))  # (B, 256) then (B, 512)
         h = jnp.tanh(getattr(self, f"fc{self.num_layers}")(h))  # (B, 784) in [-1, 1]
-        return h.reshape(-1, *IMAGE_SHAPE)
+        return h.reshape(-1, *self.image_shape)
 
 
 class Discriminator(nnx.Module):
     """images (B, 28, 28, 1) -> logits (B,) in the compute dtype: no sigmoid inside, the losses use log-sigmoid."""
 
     def __init__(self, config: Config, rngs: nnx.Rngs):
-        widths = (IMAGE_SIZE, *config.d_hidden_sizes, 1)
+        widths = (math.prod(config.image_shape), *config.d_hidden_sizes, 1)
         self.num_layers = len(widths) - 1
         self.leaky_slope = config.leaky_slope
         for i in range(self.num_layers):
             setattr(self, f"fc{i + 1}", _linear(widths[i], widths[i + 1], config, rngs))
 
-    def __call__(self, x: jax.Array) -> jax.Array:
-        h = x.reshape(x.shape[0], IMAGE_SIZE)  # (B, 784)
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:  # no statistics: train changes nothing
+        h = x.reshape(x.shape[0], -1)  # (B, 784)
         for i in range(1, self.num_layers):
             h = jax.nn.leaky_relu(getattr(self, f"fc{i}")(h), self.leaky_slope)  # (B, 512) then (B, 256)
         return getattr(self, f"fc{self.num_layers}")(h)[:, 0]  # (B,) logits
+
+
+# ----------------------------------------------------------------------------- DCGAN
+DCGAN_INIT = nnx.initializers.normal(0.02)  # Radford et al.: kernels ~ N(0, 0.02), biases 0
+BN_MOMENTUM = 0.1  # torch's convention: running = (1 - 0.1) running + 0.1 batch (flax's momentum 0.9)
+BN_EPS = 1e-5  # torch's and flax's default
+
+
+class BatchNorm(nnx.Module):
+    """torch.nn.BatchNorm2d's maths over the last (channel) axis, NHWC.
+
+    train=True normalises with the batch's mean and biased variance and moves the running
+    statistics by BN_MOMENTUM towards the batch mean and the *unbiased* variance (n / (n - 1)
+    times the biased one, n = B H W), as torch does; flax's own nnx.BatchNorm would keep the
+    biased one. train=False normalises with the running statistics. Statistics are float32
+    (or wider) whatever the compute dtype.
+    """
+
+    def __init__(self, features: int, rngs: nnx.Rngs):
+        self.scale = nnx.Param(1.0 + DCGAN_INIT(rngs.params(), (features,)))  # N(1, 0.02), as the paper
+        self.bias = nnx.Param(jnp.zeros((features,)))
+        self.mean = nnx.BatchStat(jnp.zeros((features,)))
+        self.var = nnx.BatchStat(jnp.ones((features,)))
+
+    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        if train:
+            axes = tuple(range(x.ndim - 1))  # all but channels
+            n = math.prod(x.shape[:-1])
+            mean = jnp.mean(x, axis=axes)
+            var = jnp.mean(jnp.square(x - mean), axis=axes)  # biased: what normalises the batch
+            m = BN_MOMENTUM
+            self.mean[...] = (1 - m) * self.mean[...] + m * jax.lax.stop_gradient(mean)
+            self.var[...] = (1 - m) * self.var[...] + m * jax.lax.stop_gradient(var) * (n / (n - 1))
+        else:
+            mean, var = self.mean[...], self.var[...]
+        return (x - mean) / jnp.sqrt(var + BN_EPS) * self.scale[...] + self.bias[...]
+
+
+def _conv(n_in: int, n_out: int, rngs: nnx.Rngs, use_bias: bool = True) -> nnx.Conv:
+    """torch Conv2d(k=4, s=2, p=1): halves H and W. Kernel (4, 4, in, out), HWIO as the neutral file."""
+    return nnx.Conv(n_in, n_out, (4, 4), strides=(2, 2), padding=((1, 1), (1, 1)), use_bias=use_bias,
+                    kernel_init=DCGAN_INIT, rngs=rngs)
+
+
+def _deconv(n_in: int, n_out: int, rngs: nnx.Rngs, use_bias: bool = True) -> nnx.ConvTranspose:
+    """torch ConvTranspose2d(k=4, s=2, p=1): doubles H and W.
+
+    The transpose (gradient) of a stride-2 convolution whose kernel is this layer's, HWIO of
+    *that* convolution: (4, 4, n_out, n_in), flax's layout with transpose_kernel=True and the
+    neutral file's. Padding k - 1 - p = 2 on each side of the stride-dilated input is torch's p = 1.
+    """
+    return nnx.ConvTranspose(n_in, n_out, (4, 4), strides=(2, 2), padding=((2, 2), (2, 2)), transpose_kernel=True,
+                             use_bias=use_bias, kernel_init=DCGAN_INIT, rngs=rngs)
+
+
+def _dcgan_linear(n_in: int, n_out: int, rngs: nnx.Rngs, use_bias: bool = True) -> Linear:
+    return Linear(n_in, n_out, use_bias=use_bias, kernel_init=DCGAN_INIT, param_dtype=jnp.float32, rngs=rngs)
+
+
+class DcganGenerator(nnx.Module):
+    """z (B, latent_dim) -> images (B, H, W, C) in [-1, 1]: project to (H/4, W/4, 2c), upsample twice.
+
+    Layers before a BatchNorm have no bias: the normalisation subtracts it again (its gradient is 0).
+    """
+
+    def __init__(self, config: Config, rngs: nnx.Rngs):
+        height, width, channels = config.image_shape
+        c = config.g_channels
+        self.start = (height // 4, width // 4, 2 * c)
+        self.fc = _dcgan_linear(config.latent_dim, math.prod(self.start), rngs, use_bias=False)
+        self.bn0 = BatchNorm(2 * c, rngs)
+        self.deconv1 = _deconv(2 * c, c, rngs, use_bias=False)
+        self.bn1 = BatchNorm(c, rngs)
+        self.deconv2 = _deconv(c, channels, rngs)
+
+    def __call__(self, z: jax.Array, train: bool = False) -> jax.Array:
+        h = self.fc(z).reshape(-1, *self.start)  # (B, 7, 7, 2c): the flat index is NHWC's, (h, w, c)
+        h = jax.nn.relu(self.bn0(h, train))
+        h = jax.nn.relu(self.bn1(self.deconv1(h), train))  # (B, 14, 14, c)
+        return jnp.tanh(self.deconv2(h))  # (B, 28, 28, C) in [-1, 1]
+
+
+class DcganDiscriminator(nnx.Module):
+    """images (B, H, W, C) -> logits (B,): two stride-2 convolutions with LeakyReLU, then one linear logit."""
+
+    def __init__(self, config: Config, rngs: nnx.Rngs):
+        height, width, channels = config.image_shape
+        c = config.d_channels
+        self.leaky_slope = config.leaky_slope
+        self.conv1 = _conv(channels, c, rngs)  # no normalisation on D's input layer (the paper's rule)
+        self.conv2 = _conv(c, 2 * c, rngs, use_bias=not config.d_batch_norm)
+        self.bn2 = BatchNorm(2 * c, rngs) if config.d_batch_norm else None
+        self.fc = _dcgan_linear((height // 4) * (width // 4) * 2 * c, 1, rngs)
+
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        h = jax.nn.leaky_relu(self.conv1(x), self.leaky_slope)  # (B, 14, 14, c)
+        h = self.conv2(h)  # (B, 7, 7, 2c)
+        if self.bn2 is not None:
+            h = self.bn2(h, train)
+        h = jax.nn.leaky_relu(h, self.leaky_slope)
+        return self.fc(h.reshape(h.shape[0], -1))[:, 0]  # (B,) logits; flattened in (h, w, c) order
+
+
+def build_generator(config: Config, rngs: nnx.Rngs) -> nnx.Module:
+    return DcganGenerator(config, rngs) if config.arch == "dcgan" else Generator(config, rngs)
+
+
+def build_discriminator(config: Config, rngs: nnx.Rngs) -> nnx.Module:
+    return DcganDiscriminator(config, rngs) if config.arch == "dcgan" else Discriminator(config, rngs)

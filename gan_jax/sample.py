@@ -22,12 +22,13 @@ def load_generator(path: str) -> tuple[Callable[[np.ndarray], np.ndarray], Confi
     from gan_jax.checkpoint import load_params
     from gan_jax.train import create
 
-    config, g_params, _ = load_params(path)
+    config, state = load_params(path)
     gan, _ = create(config)
-    apply = jax.jit(gan.generate)
+    apply = jax.jit(gan.generate)  # eval mode: BatchNorm uses the running statistics
 
     def generate(z: np.ndarray, batch: int = 4096) -> np.ndarray:
-        return np.concatenate([np.asarray(apply(g_params, z[i:i + batch]), np.float32) for i in range(0, len(z), batch)])
+        return np.concatenate([np.asarray(apply(state.g_params, state.g_stats, z[i:i + batch]), np.float32)
+                               for i in range(0, len(z), batch)])
 
     return generate, config
 

@@ -30,7 +30,7 @@ from gan_common.config import Config, parse_args
 from gan_common.errors import cli_entry
 from gan_common.loop import CHECKPOINT_DIR, run_training
 from gan_jax import parallel
-from gan_jax.models import Discriminator, Generator
+from gan_jax.models import build_discriminator, build_generator
 
 NUM_FIXED_SAMPLES = 64  # the sample grid: 8 x 8 digits from one noise batch fixed for the run
 
@@ -96,6 +96,8 @@ class TrainState(NamedTuple):
 
     g_params: nnx.State
     d_params: nnx.State
+    g_stats: nnx.State  # BatchNorm running statistics (nnx.BatchStat); empty for the MLP
+    d_stats: nnx.State
     g_opt: optax.OptState
     d_opt: optax.OptState
     step: jax.Array  # () int32: global steps done; with `key` it fixes the noise and data order
@@ -113,13 +115,27 @@ class Gan:
     d_tx: optax.GradientTransformation
     mesh: jax.sharding.Mesh | None = None  # the batch is split over it (gan_jax.parallel); None: one device
 
-    def generate(self, g_params: nnx.State, z: jax.Array) -> jax.Array:
-        return nnx.merge(self.g_def, g_params)(z)  # (B, 28, 28, 1) in [-1, 1], compute dtype
+    # Eval mode (sampling, evaluation, the penalties' D, which has no BatchNorm): running statistics.
+    def generate(self, g_params: nnx.State, g_stats: nnx.State, z: jax.Array) -> jax.Array:
+        return nnx.merge(self.g_def, g_params, g_stats)(z, train=False)  # (B, 28, 28, 1) in [-1, 1], compute dtype
 
-    def discriminate(self, d_params: nnx.State, x: jax.Array) -> jax.Array:
-        logits = nnx.merge(self.d_def, d_params)(x)  # (B,)
-        # Losses are taken in float32 (or wider) whatever the compute dtype (--precision bf16).
-        return logits.astype(jnp.promote_types(logits.dtype, jnp.float32))
+    def discriminate(self, d_params: nnx.State, d_stats: nnx.State, x: jax.Array) -> jax.Array:
+        return _loss_dtype(nnx.merge(self.d_def, d_params, d_stats)(x, train=False))  # (B,)
+
+    # Train mode (every forward of a training step, as torch's modules in .train()): batch statistics,
+    # and the running statistics moved by this batch come back with the output.
+    def generate_train(self, g_params: nnx.State, g_stats: nnx.State, z: jax.Array) -> tuple[jax.Array, nnx.State]:
+        g = nnx.merge(self.g_def, g_params, g_stats, copy=True)  # fresh Variables: mutable at this trace level
+        return g(z, train=True), nnx.state(g, nnx.BatchStat)
+
+    def discriminate_train(self, d_params: nnx.State, d_stats: nnx.State, x: jax.Array) -> tuple[jax.Array, nnx.State]:
+        d = nnx.merge(self.d_def, d_params, d_stats, copy=True)
+        return _loss_dtype(d(x, train=True)), nnx.state(d, nnx.BatchStat)
+
+
+def _loss_dtype(logits: jax.Array) -> jax.Array:
+    """Losses are taken in float32 (or wider) whatever the compute dtype (--precision bf16)."""
+    return logits.astype(jnp.promote_types(logits.dtype, jnp.float32))
 
 
 # Streams derived from the run key with fold_in: resuming needs only (key, step).
@@ -136,12 +152,16 @@ def create(config: Config, mesh: jax.sharding.Mesh | None = None) -> tuple[Gan, 
     key = jax.random.PRNGKey(config.seed)
     init_key = jax.random.fold_in(key, _INIT)
     g_key, d_key = jax.random.split(init_key)
-    g_def, g_params = nnx.split(Generator(config, nnx.Rngs(params=g_key)))
-    d_def, d_params = nnx.split(Discriminator(config, nnx.Rngs(params=d_key)))
+    # Parameters (what Adam updates) apart from BatchNorm's running statistics (what train mode moves).
+    g_def, g_params, g_stats = nnx.split(build_generator(config, nnx.Rngs(params=g_key)), nnx.Param, nnx.BatchStat)
+    d_def, d_params, d_stats = nnx.split(build_discriminator(config, nnx.Rngs(params=d_key)), nnx.Param,
+                                         nnx.BatchStat)
     gan = Gan(config, g_def, d_def, adam(config), adam(config), mesh)
     state = TrainState(
         g_params=g_params,
         d_params=d_params,
+        g_stats=g_stats,
+        d_stats=d_stats,
         g_opt=gan.g_tx.init(g_params),
         d_opt=gan.d_tx.init(d_params),
         step=jnp.zeros((), jnp.int32),
@@ -151,37 +171,54 @@ def create(config: Config, mesh: jax.sharding.Mesh | None = None) -> tuple[Gan, 
 
 
 # ----------------------------------------------------------------------------- one step
-def d_objective(gan: Gan, d_params: nnx.State, x: jax.Array, fake: jax.Array, eps: jax.Array | None):
-    """D's loss on one real batch x and one fake batch, plus its penalty; aux: D's real and fake logits."""
+def d_objective(gan: Gan, d_params: nnx.State, d_stats: nnx.State, x: jax.Array, fake: jax.Array,
+                eps: jax.Array | None):
+    """D's loss on one real batch x and one fake batch, plus its penalty; aux: D's real and fake logits, new d_stats."""
     config = gan.config
-    discriminate = functools.partial(gan.discriminate, d_params)
-    # One D call on [real; fake] (same maths, one matmul; on a mesh, concatenated per device so no row moves).
-    logits = discriminate(parallel.concat_batches(x, fake, gan.mesh))  # (2B,)
-    real, fake_logits = parallel.split_batches(logits, gan.mesh)  # (B,), (B,)
+    if config.d_batch_norm:
+        # Real and fake batches go through D separately, each normalised by its own statistics (the
+        # DCGAN recipe; one call on [real; fake] would mix them). Running statistics: real's, then fake's.
+        real, d_stats = gan.discriminate_train(d_params, d_stats, x)  # (B,)
+        fake_logits, d_stats = gan.discriminate_train(d_params, d_stats, fake)  # (B,)
+    else:
+        # One D call on [real; fake] (same maths, one matmul; on a mesh, concatenated per device so no row moves).
+        logits, d_stats = gan.discriminate_train(d_params, d_stats, parallel.concat_batches(x, fake, gan.mesh))
+        real, fake_logits = parallel.split_batches(logits, gan.mesh)  # (B,), (B,)
     loss = d_loss_fn(real, fake_logits, config.loss)
+    # The penalties' D has no batch statistics (config.validate): eval mode is the same function.
+    discriminate = functools.partial(gan.discriminate, d_params, d_stats)
     # Python branches on the config: the default (gan, r1 0) traces no penalty at all.
     if config.loss == "wgan_gp":
         loss = loss + gradient_penalty(discriminate, x, fake, eps, config.gp_weight)
     if config.r1_weight:
         loss = loss + r1_penalty(discriminate, x, config.r1_weight)
-    return loss, (real, fake_logits)
+    return loss, (real, fake_logits, d_stats)
 
 
-def g_objective(gan: Gan, g_params: nnx.State, d_params: nnx.State, z_g: jax.Array) -> jax.Array:
-    """G's loss on D's logits of G(z_g); D is a constant here."""
-    return g_loss_fn(gan.discriminate(d_params, gan.generate(g_params, z_g)), gan.config.g_loss, gan.config.loss)
+def g_objective(gan: Gan, g_params: nnx.State, g_stats: nnx.State, d_params: nnx.State, d_stats: nnx.State,
+                z_g: jax.Array) -> tuple[jax.Array, tuple[nnx.State, nnx.State]]:
+    """G's loss on D's logits of G(z_g), both nets in train mode; D's parameters are constants here.
+    aux: the new (g_stats, d_stats), each net's running statistics moved by this forward."""
+    fake, g_stats = gan.generate_train(g_params, g_stats, z_g)
+    logits, d_stats = gan.discriminate_train(d_params, d_stats, fake)
+    return g_loss_fn(logits, gan.config.g_loss, gan.config.loss), (g_stats, d_stats)
 
 
-def d_update(gan: Gan, g_params, d_params, d_opt, x: jax.Array, z_d: jax.Array, eps: jax.Array | None):
-    """One D update on real batch x (B, ...) and fakes G(z_d); returns d_params, d_opt, [d_loss, d_real, d_fake]."""
+def d_update(gan: Gan, state: TrainState, x: jax.Array, z_d: jax.Array,
+             eps: jax.Array | None) -> tuple[TrainState, jax.Array]:
+    """One D update on real batch x (B, ...) and fakes G(z_d); returns the new state and [d_loss, d_real, d_fake].
+
+    G runs in train mode (its running statistics move, as in torch's no-grad forward) but is not updated."""
     # On a mesh, each D update's slice of an n_critic > 1 step is split over the devices anew.
     x, z_d, eps = (parallel.shard_batch(a, gan.mesh) for a in (x, z_d, eps))
-    fake = gan.generate(g_params, z_d)  # (B, 28, 28, 1); outside grad: no G backward in D's step
-    (loss, (real_logits, fake_logits)), grads = jax.value_and_grad(
-        lambda p: d_objective(gan, p, x, fake, eps), has_aux=True)(d_params)
-    updates, d_opt = gan.d_tx.update(grads, d_opt, d_params)
+    fake, g_stats = gan.generate_train(state.g_params, state.g_stats, z_d)  # (B, 28, 28, 1); outside grad
+    (loss, (real_logits, fake_logits, d_stats)), grads = jax.value_and_grad(
+        lambda p: d_objective(gan, p, state.d_stats, x, fake, eps), has_aux=True)(state.d_params)
+    updates, d_opt = gan.d_tx.update(grads, state.d_opt, state.d_params)
     metrics = jnp.stack([loss, mean_d_output(real_logits, gan.config.loss), mean_d_output(fake_logits, gan.config.loss)])
-    return optax.apply_updates(d_params, updates), d_opt, metrics
+    state = state._replace(d_params=optax.apply_updates(state.d_params, updates), d_opt=d_opt, g_stats=g_stats,
+                           d_stats=d_stats)
+    return state, metrics
 
 
 def train_step(
@@ -197,24 +234,20 @@ def train_step(
     """
     n_critic, batch = gan.config.n_critic, z_g.shape[0]
     if n_critic == 1:
-        d_params, d_opt, d_metrics = d_update(gan, state.g_params, state.d_params, state.d_opt, x, z_d, eps)
+        state, d_metrics = d_update(gan, state, x, z_d, eps)
     else:  # one scan over the n_critic (B, ...) slices, so the compiled step does not grow with n_critic
-
-        def one_update(carry, inputs):
-            d_params, d_opt, metrics = d_update(gan, state.g_params, *carry, *inputs)
-            return (d_params, d_opt), metrics
-
         slices = jax.tree.map(lambda a: a.reshape(n_critic, batch, *a.shape[1:]), (x, z_d, eps))
-        (d_params, d_opt), d_metrics = jax.lax.scan(one_update, (state.d_params, state.d_opt), slices)
+        state, d_metrics = jax.lax.scan(lambda s, inputs: d_update(gan, s, *inputs), state, slices)
         d_metrics = jnp.mean(d_metrics, axis=0)
 
     # Update G: descend its loss on D(G(z_g)) through the updated D.
-    g_loss, g_grads = jax.value_and_grad(lambda p: g_objective(gan, p, d_params, z_g))(state.g_params)
+    (g_loss, (g_stats, d_stats)), g_grads = jax.value_and_grad(
+        lambda p: g_objective(gan, p, state.g_stats, state.d_params, state.d_stats, z_g), has_aux=True)(state.g_params)
     g_updates, g_opt = gan.g_tx.update(g_grads, state.g_opt, state.g_params)
     g_params = optax.apply_updates(state.g_params, g_updates)
 
     metrics = jnp.stack([d_metrics[0], g_loss, d_metrics[1], d_metrics[2]])
-    new_state = TrainState(g_params, d_params, g_opt, d_opt, state.step + 1, state.key)
+    new_state = state._replace(g_params=g_params, g_opt=g_opt, g_stats=g_stats, d_stats=d_stats, step=state.step + 1)
     return new_state, metrics
 
 
@@ -318,7 +351,7 @@ class JaxBackend:
         self.data = parallel.replicate(data_u8, mesh)  # (N, 28, 28, 1) uint8 on every device, once
         self.train_chunk = make_train_chunk(self.gan, data_u8.shape[0])
         self.z_fixed = parallel.replicate(fixed_noise(config), mesh)
-        self._sample = jax.jit(lambda g, z: self.gan.generate(g, z).astype(jnp.float32),
+        self._sample = jax.jit(lambda g, s, z: self.gan.generate(g, s, z).astype(jnp.float32),  # eval mode
                                out_shardings=parallel.replicated(mesh))
         self._checkpoint = checkpoint
         self.is_primary = parallel.is_primary()
@@ -332,11 +365,11 @@ class JaxBackend:
         return parallel.to_host(metrics).astype(np.float64)
 
     def sample(self) -> np.ndarray:
-        return parallel.to_host(self._sample(self.state.g_params, self.z_fixed))
+        return parallel.to_host(self._sample(self.state.g_params, self.state.g_stats, self.z_fixed))
 
     def generate(self, z: np.ndarray) -> np.ndarray:
         z = parallel.replicate(np.asarray(z, np.float32), self.gan.mesh)
-        return parallel.to_host(self._sample(self.state.g_params, z))
+        return parallel.to_host(self._sample(self.state.g_params, self.state.g_stats, z))
 
     def save_checkpoint(self) -> str:
         return self._checkpoint.save(os.path.join(self.gan.config.out_dir, CHECKPOINT_DIR), self.gan, self.state)

@@ -1,8 +1,8 @@
 """Checkpoints (torch.save of plain tensors) and the neutral weight file, for the PyTorch backend.
 
-Layout, shared with gan_jax: `<out>/checkpoints/<step>/` holds `state.pt` (both nets, both
-Adam states, the step and the noise generator's state: only tensors and plain Python
-values, so it loads with `weights_only=True`) and `weights.safetensors`, the neutral file
+Layout, shared with gan_jax: `<out>/checkpoints/<step>/` holds `state.pt` (both nets with their
+BatchNorm running statistics, both Adam states, the step and the noise generator's state:
+only tensors and plain Python values, so it loads with `weights_only=True`) and `weights.safetensors`, the neutral file
 either backend can sample from. Each step folder is written under a temporary name and
 renamed when complete, so a crash never leaves a half-written checkpoint.
 """
@@ -26,33 +26,62 @@ FORMAT = "gan_torch-checkpoint-v1"
 
 
 # ----------------------------------------------------------------------------- neutral weights
-def _neutral_items(G: nn.Module, D: nn.Module):
-    """(neutral key, torch parameter) pairs: `fc1.weight` of G is `generator.fc1.kernel`, and so on."""
+# torch attribute -> neutral name, per layer kind. BatchNorm's running statistics are buffers, not
+# parameters: they cross the bridge too (`.mean`, `.var`), but have no gradient.
+_WEIGHTS = {"weight": "kernel", "bias": "bias"}
+_BATCH_NORM = {"weight": "scale", "bias": "bias", "running_mean": "mean", "running_var": "var"}
+
+
+def _neutral_items(G: nn.Module, D: nn.Module, params_only: bool = False):
+    """(neutral key, torch tensor) pairs: `fc1.weight` of G is `generator.fc1.kernel`, `bn0.running_var`
+    `generator.bn0.var`, and so on."""
     for net, module in (("generator", G), ("discriminator", D)):
-        for name, param in module.named_parameters():
-            layer, kind = name.rsplit(".", 1)
-            yield f"{net}.{layer}.{'kernel' if kind == 'weight' else kind}", param
+        for layer_name, layer in module.named_modules():
+            if isinstance(layer, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)):
+                names = _WEIGHTS
+            elif isinstance(layer, nn.BatchNorm2d):
+                names = {k: v for k, v in _BATCH_NORM.items() if not (params_only and k.startswith("running_"))}
+            else:
+                continue
+            for attr, neutral in names.items():
+                tensor = getattr(layer, attr)
+                if tensor is not None:
+                    yield f"{net}.{layer_name}.{neutral}", tensor
+
+
+def _to_neutral_layout(t: torch.Tensor) -> torch.Tensor:
+    """Kernels: nn.Linear (out, in) -> (in, out); Conv2d (out, in, kh, kw) -> HWIO (kh, kw, in, out);
+    ConvTranspose2d (in, out, kh, kw) -> (kh, kw, out, in), the HWIO kernel of the convolution it is
+    the transpose of (flax's ConvTranspose layout with transpose_kernel=True)."""
+    return t.permute(2, 3, 1, 0) if t.ndim == 4 else t.T
+
+
+def _from_neutral_layout(t: torch.Tensor) -> torch.Tensor:
+    """The inverse of `_to_neutral_layout`."""
+    return t.permute(3, 2, 0, 1) if t.ndim == 4 else t.T
 
 
 def export_weights(G: nn.Module, D: nn.Module, grads: bool = False) -> dict[str, np.ndarray]:
-    """Torch params (or with grads=True their .grad) -> neutral tensors; nn.Linear's (out, in) weight is transposed."""
+    """Torch params and running statistics (or with grads=True the params' .grad) -> neutral tensors."""
     out = {}
-    for key, param in _neutral_items(G, D):
-        value = (param.grad if grads else param).detach().numpy()
-        out[key] = np.array(value.T if key.endswith(".kernel") else value, np.float32)
+    for key, tensor in _neutral_items(G, D, params_only=grads):
+        value = (tensor.grad if grads else tensor).detach()
+        out[key] = np.array(_to_neutral_layout(value).numpy() if key.endswith(".kernel") else value.numpy(), np.float32)
     return out
 
 
 def import_weights(tensors: dict[str, np.ndarray], G: nn.Module, D: nn.Module) -> None:
-    """Neutral tensors -> the params of G and D, in place; every key must be there with the right shape."""
+    """Neutral tensors -> the params and running statistics of G and D, in place; every key must be there
+    with the right shape."""
     with torch.no_grad():
-        for key, param in _neutral_items(G, D):
-            expected = tuple(param.shape[::-1]) if key.endswith(".kernel") else tuple(param.shape)
+        for key, tensor in _neutral_items(G, D):
+            is_kernel = key.endswith(".kernel")
+            expected = tuple(_to_neutral_layout(tensor).shape) if is_kernel else tuple(tensor.shape)
             if key not in tensors or tuple(tensors[key].shape) != expected:
                 got = tuple(tensors[key].shape) if key in tensors else "missing"
                 raise UserError(f"weight file does not fit the model: {key} is {got}, expected {expected}")
             value = torch.tensor(np.asarray(tensors[key], np.float32))  # a copy: safetensors arrays are read-only
-            param.copy_(value.T if key.endswith(".kernel") else value)
+            tensor.copy_(_from_neutral_layout(value) if is_kernel else value)
 
 
 # ----------------------------------------------------------------------------- checkpoints
@@ -118,10 +147,10 @@ def restore_latest(root: str, gan, rng: torch.Generator) -> int:
 
 def load_models(path: str) -> tuple[Config, nn.Module, nn.Module]:
     """The config and (G, D), in eval mode, stored in the neutral file that `path` leads to."""
-    from gan_torch.models import Discriminator, Generator
+    from gan_torch.models import build_discriminator, build_generator
 
     tensors, config = load_weights(resolve_weights_file(path))
     with torch.random.fork_rng(devices=[]):  # the initial draw is overwritten; leave the global RNG as it was
-        G, D = Generator(config).eval(), Discriminator(config).eval()
+        G, D = build_generator(config).eval(), build_discriminator(config).eval()  # eval: running statistics
     import_weights(tensors, G, D)
     return config, G, D

@@ -1,12 +1,18 @@
-"""Generator and Discriminator of Goodfellow et al. (2014), as in the seed tutorial.
+"""The nets: Goodfellow et al.'s (2014) MLP (--arch mlp) and a DCGAN (--arch dcgan).
 
-Layers are attributes fc1, fc2, ... (the same names as gan_jax.models), so the neutral
-weight file maps one to one. nn.Linear keeps its default initialisation,
-U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weights and biases, which gan_jax copies.
-Images are NHWC (B, 28, 28, 1) in and out, like gan_jax, so callers need no transposes.
+Layers are attributes with the same names as in gan_jax.models (fc1, fc2, ...; fc, bn0,
+deconv1, ...), so the neutral weight file maps one to one. The MLP's nn.Linear keeps its
+default initialisation, U(-1/sqrt(fan_in), 1/sqrt(fan_in)), which gan_jax copies; the
+DCGAN's is the paper's, N(0, 0.02) kernels and N(1, 0.02) BatchNorm scales, in both backends.
+Images are NHWC (B, 28, 28, 1) in and out, like gan_jax, so callers need no transposes; the
+DCGAN converts to torch's NCHW inside. Train vs eval mode is torch's own: .train() (the
+default, what a training step uses) normalises with batch statistics and updates the running
+ones; .eval() (sampling, evaluation) uses the running ones.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -14,7 +20,7 @@ from torch import nn
 
 from gan_common.config import Config
 
-IMAGE_SHAPE = (28, 28, 1)
+IMAGE_SHAPE = (28, 28, 1)  # the MLP's default; nets are built for config.image_shape
 IMAGE_SIZE = 28 * 28
 
 
@@ -23,7 +29,8 @@ class Generator(nn.Module):
 
     def __init__(self, config: Config):
         super().__init__()
-        widths = (config.latent_dim, *config.g_hidden_sizes, IMAGE_SIZE)
+        self.image_shape = config.image_shape
+        widths = (config.latent_dim, *config.g_hidden_sizes, math.prod(self.image_shape))
         self.num_layers = len(widths) - 1
         for i in range(self.num_layers):
             setattr(self, f"fc{i + 1}", nn.Linear(widths[i], widths[i + 1]))
@@ -33,7 +40,7 @@ class Generator(nn.Module):
         for i in range(1, self.num_layers):
             h = F.relu(getattr(self, f"fc{i}")(h))  # (B, 256) then (B, 512)
         h = torch.tanh(getattr(self, f"fc{self.num_layers}")(h))  # (B, 784) in [-1, 1]
-        return h.reshape(-1, *IMAGE_SHAPE)
+        return h.reshape(-1, *self.image_shape)
 
 
 class Discriminator(nn.Module):
@@ -41,14 +48,86 @@ class Discriminator(nn.Module):
 
     def __init__(self, config: Config):
         super().__init__()
-        widths = (IMAGE_SIZE, *config.d_hidden_sizes, 1)
+        widths = (math.prod(config.image_shape), *config.d_hidden_sizes, 1)
         self.num_layers = len(widths) - 1
         self.leaky_slope = config.leaky_slope
         for i in range(self.num_layers):
             setattr(self, f"fc{i + 1}", nn.Linear(widths[i], widths[i + 1]))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = x.reshape(x.shape[0], IMAGE_SIZE)  # (B, 784)
+        h = x.reshape(x.shape[0], -1)  # (B, 784)
         for i in range(1, self.num_layers):
             h = F.leaky_relu(getattr(self, f"fc{i}")(h), self.leaky_slope)  # (B, 512) then (B, 256)
         return getattr(self, f"fc{self.num_layers}")(h)[:, 0]  # (B,) logits
+
+
+# ----------------------------------------------------------------------------- DCGAN
+def _dcgan_init(module: nn.Module) -> None:
+    """Radford et al.: kernels ~ N(0, 0.02), BatchNorm scales ~ N(1, 0.02), biases 0 (gan_jax draws the same laws)."""
+    if isinstance(module, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)):
+        nn.init.normal_(module.weight, 0.0, 0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.BatchNorm2d):
+        nn.init.normal_(module.weight, 1.0, 0.02)
+        nn.init.zeros_(module.bias)
+
+
+class DcganGenerator(nn.Module):
+    """z (B, latent_dim) -> images (B, H, W, C) in [-1, 1]: project to (H/4, W/4, 2c), upsample twice.
+
+    Layers before a BatchNorm have no bias: the normalisation subtracts it again (its gradient is 0).
+    BatchNorm2d's defaults (momentum 0.1, eps 1e-5, unbiased running variance) are the spec.
+    """
+
+    def __init__(self, config: Config):
+        super().__init__()
+        height, width, channels = config.image_shape
+        c = config.g_channels
+        self.start = (height // 4, width // 4, 2 * c)
+        self.fc = nn.Linear(config.latent_dim, math.prod(self.start), bias=False)
+        self.bn0 = nn.BatchNorm2d(2 * c)
+        self.deconv1 = nn.ConvTranspose2d(2 * c, c, 4, stride=2, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c)
+        self.deconv2 = nn.ConvTranspose2d(c, channels, 4, stride=2, padding=1)
+        self.apply(_dcgan_init)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        # fc's outputs are indexed (h, w, c), NHWC's order (the neutral layout): reshape, then to NCHW.
+        h = self.fc(z).reshape(-1, *self.start).permute(0, 3, 1, 2)  # (B, 2c, 7, 7)
+        h = F.relu(self.bn0(h))
+        h = F.relu(self.bn1(self.deconv1(h)))  # (B, c, 14, 14)
+        h = torch.tanh(self.deconv2(h))  # (B, C, 28, 28) in [-1, 1]
+        return h.permute(0, 2, 3, 1)  # (B, 28, 28, C)
+
+
+class DcganDiscriminator(nn.Module):
+    """images (B, H, W, C) -> logits (B,): two stride-2 convolutions with LeakyReLU, then one linear logit."""
+
+    def __init__(self, config: Config):
+        super().__init__()
+        height, width, channels = config.image_shape
+        c = config.d_channels
+        self.leaky_slope = config.leaky_slope
+        self.conv1 = nn.Conv2d(channels, c, 4, stride=2, padding=1)  # no normalisation on D's input layer
+        self.conv2 = nn.Conv2d(c, 2 * c, 4, stride=2, padding=1, bias=not config.d_batch_norm)
+        self.bn2 = nn.BatchNorm2d(2 * c) if config.d_batch_norm else None
+        self.fc = nn.Linear((height // 4) * (width // 4) * 2 * c, 1)
+        self.apply(_dcgan_init)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = F.leaky_relu(self.conv1(x.permute(0, 3, 1, 2)), self.leaky_slope)  # (B, c, 14, 14)
+        h = self.conv2(h)  # (B, 2c, 7, 7)
+        if self.bn2 is not None:
+            h = self.bn2(h)
+        h = F.leaky_relu(h, self.leaky_slope)
+        # Flattened in (h, w, c) order, as gan_jax's NHWC, so fc's kernel is the same matrix in both.
+        return self.fc(h.permute(0, 2, 3, 1).reshape(h.shape[0], -1))[:, 0]  # (B,) logits
+
+
+def build_generator(config: Config) -> nn.Module:
+    return DcganGenerator(config) if config.arch == "dcgan" else Generator(config)
+
+
+def build_discriminator(config: Config) -> nn.Module:
+    return DcganDiscriminator(config) if config.arch == "dcgan" else Discriminator(config)

@@ -23,10 +23,10 @@ import torch
 import torch.nn.functional as F
 
 from gan_common.config import Config, parse_args
-from gan_common.errors import cli_entry
+from gan_common.errors import UserError, cli_entry
 from gan_common.loop import CHECKPOINT_DIR, run_training
 from gan_torch import parallel
-from gan_torch.models import Discriminator, Generator
+from gan_torch.models import build_discriminator, build_generator
 
 NUM_FIXED_SAMPLES = 64  # the sample grid: 8 x 8 digits from one noise batch fixed for the run
 
@@ -96,8 +96,8 @@ class Gan:
     """Both nets and their optimisers. `train_step` updates them in place (gan_jax's returns new state)."""
 
     config: Config
-    generator: Generator
-    discriminator: Discriminator
+    generator: torch.nn.Module  # gan_torch.models.build_generator(config)
+    discriminator: torch.nn.Module
     g_opt: torch.optim.Adam
     d_opt: torch.optim.Adam
     # The modules whose backward updates a net: the nets themselves, or under torchrun their
@@ -133,7 +133,7 @@ def create(config: Config) -> Gan:
     """Fresh models and optimisers for `config`, initialised from its seed (the global RNG is left alone)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(stream_seed(config.seed, _INIT))
-        generator, discriminator = Generator(config), Discriminator(config)
+        generator, discriminator = build_generator(config), build_discriminator(config)
     return Gan(config, generator, discriminator, adam(generator.parameters(), config),
                adam(discriminator.parameters(), config))
 
@@ -152,10 +152,15 @@ def d_objective(gan: Gan, x: torch.Tensor, fake: torch.Tensor, eps: torch.Tensor
         return _loss_dtype(gan.discriminator(images))
 
     with autocast(config, x.device.type):
-        # One D call on [real; fake], as in gan_jax; through DDP's wrapper under torchrun (the
-        # penalties' calls share its parameters, so their gradients are averaged with it).
-        logits = _loss_dtype(gan.d_sync(torch.cat([x, fake])))  # (2B,)
-        real_logits, fake_logits = logits[:batch], logits[batch:]
+        if config.d_batch_norm:
+            # Real and fake batches go through D separately, each normalised by its own statistics (the
+            # DCGAN recipe; one call on [real; fake] would mix them). Running statistics: real's, then fake's.
+            real_logits, fake_logits = _loss_dtype(gan.d_sync(x)), _loss_dtype(gan.d_sync(fake))  # (B,), (B,)
+        else:
+            # One D call on [real; fake], as in gan_jax; through DDP's wrapper under torchrun (the
+            # penalties' calls share its parameters, so their gradients are averaged with it).
+            logits = _loss_dtype(gan.d_sync(torch.cat([x, fake])))  # (2B,)
+            real_logits, fake_logits = logits[:batch], logits[batch:]
         loss = d_loss_fn(real_logits, fake_logits, config.loss)
         if config.loss == "wgan_gp":
             loss = loss + gradient_penalty(discriminate, x, fake, eps, config.gp_weight)
@@ -174,7 +179,7 @@ def g_objective(gan: Gan, z_g: torch.Tensor) -> torch.Tensor:
 def d_update(gan: Gan, x: torch.Tensor, z_d: torch.Tensor, eps: torch.Tensor | None) -> torch.Tensor:
     """One D update on real batch x (B, ...) and fakes G(z_d), in place; returns [d_loss, d_real, d_fake]."""
     with torch.no_grad(), autocast(gan.config, z_d.device.type):
-        fake = gan.generator(z_d)  # (B, 28, 28, 1); no G backward in D's step
+        fake = gan.generator(z_d)  # (B, 28, 28, 1); no G backward in D's step (train mode: G's running stats move)
     loss, real_logits, fake_logits = d_objective(gan, x, fake, eps)
     gan.d_opt.zero_grad()
     loss.backward()
@@ -201,7 +206,8 @@ def train_step(gan: Gan, x: torch.Tensor, z_d: torch.Tensor, z_g: torch.Tensor,
         for rows in (slice(k * batch, (k + 1) * batch) for k in range(gan.config.n_critic))
     ]).mean(dim=0)
 
-    # Update G: descend its loss on D(G(z_g)) through the updated D; D is a constant here.
+    # Update G: descend its loss on D(G(z_g)) through the updated D; D's parameters are constants here
+    # (its running statistics move: both nets stay in train mode for every forward of a step).
     D = gan.discriminator
     D.requires_grad_(False)  # backward stops at D's input: D's .grad keeps D's own step
     g_loss = g_objective(gan, z_g)
@@ -242,6 +248,9 @@ class TorchBackend:
         self.rank, self.world = parallel.init_distributed(config)
         self.is_primary = self.rank == 0
         self.gan = create(config)
+        if self.world > 1 and config.arch == "dcgan":
+            raise UserError("--arch dcgan under torchrun: DDP would keep BatchNorm's statistics per rank; train it in "
+                            "one process (gan_jax's --devices shards it with statistics over the global batch)")
         if self.world > 1:
             self.gan.g_sync, self.gan.d_sync = (torch.nn.parallel.DistributedDataParallel(m)
                                                 for m in (self.gan.generator, self.gan.discriminator))
@@ -291,8 +300,13 @@ class TorchBackend:
         return self.generate(self.z_fixed)
 
     def generate(self, z: np.ndarray) -> np.ndarray:
-        with torch.no_grad(), autocast(self.gan.config):
-            return self.gan.generator(torch.from_numpy(np.asarray(z, np.float32))).float().numpy()
+        G = self.gan.generator
+        G.eval()  # sampling: BatchNorm's running statistics, which it leaves alone
+        try:
+            with torch.no_grad(), autocast(self.gan.config):
+                return G(torch.from_numpy(np.asarray(z, np.float32))).float().numpy()
+        finally:
+            G.train()
 
     def save_checkpoint(self) -> str:
         from gan_torch import checkpoint

@@ -33,6 +33,10 @@ SPECS = (
     Spec("mlp_non_saturating", Config()),
     Spec("mlp_minimax", Config(g_loss="minimax")),
     Spec("mlp_narrow_3layer", Config(latent_dim=16, g_hidden="32,64,128", d_hidden="96", leaky_slope=0.1)),
+    # --arch dcgan at a tenth of the default widths: every layer kind (transposed convolutions, BatchNorm
+    # in G and D, strided convolutions) at a cost of milliseconds per step. parity_tests/test_dcgan.py
+    # adds what only it has: train-mode running statistics over a float64 trajectory, d_norm none.
+    Spec("dcgan_small", Config(arch="dcgan", latent_dim=16, g_channels=8, d_channels=8, batch_size=16)),
 )
 
 # The --loss kinds beyond the default pair (parity_tests/test_losses.py). Their steps run D's
@@ -95,19 +99,23 @@ class JaxAdapter:
 
         _, fresh = self.train.create(self.config)
         tensors = {k: np.asarray(v, self.dtype) for k, v in tensors.items()}
-        g, d = import_weights(tensors, fresh.g_params, fresh.d_params)
-        self.state = fresh._replace(g_params=g, d_params=d, g_opt=self.gan.g_tx.init(g), d_opt=self.gan.d_tx.init(d))
+        g, d, g_stats, d_stats = import_weights(tensors, fresh.g_params, fresh.d_params, fresh.g_stats, fresh.d_stats)
+        self.state = fresh._replace(g_params=g, d_params=d, g_stats=g_stats, d_stats=d_stats,
+                                    g_opt=self.gan.g_tx.init(g), d_opt=self.gan.d_tx.init(d))
 
     def export(self) -> Tensors:
+        """Parameters and BatchNorm running statistics."""
         from gan_jax.checkpoint import export_weights
 
-        return export_weights(self.state.g_params, self.state.d_params)
+        s = self.state
+        return export_weights(s.g_params, s.d_params, s.g_stats, s.d_stats)
 
     def generate(self, z: np.ndarray) -> np.ndarray:
-        return np.asarray(_jit(self.gan.generate)(self.state.g_params, z), np.float32)
+        """Eval mode (running statistics), as sampling."""
+        return np.asarray(_jit(self.gan.generate)(self.state.g_params, self.state.g_stats, z), np.float32)
 
     def discriminate(self, x: np.ndarray) -> np.ndarray:
-        return np.asarray(_jit(self.gan.discriminate)(self.state.d_params, x))
+        return np.asarray(_jit(self.gan.discriminate)(self.state.d_params, self.state.d_stats, x))
 
     def step_with_grads(self, x, z_d, z_g, eps=None) -> tuple[np.ndarray, Tensors, Tensors]:
         """gan_jax.train.train_step on these inputs: its metrics, and the gradients of D's and G's objectives.
@@ -126,12 +134,13 @@ class JaxAdapter:
 
         @jax.jit
         def objectives_and_grads(state, x, z_d, z_g, eps):
-            fake_d = gan.generate(state.g_params, z_d)
-            (d_loss, _), d_grads = jax.value_and_grad(
-                lambda p: train.d_objective(gan, p, x, fake_d, eps), has_aux=True)(state.d_params)
+            fake_d, g_stats = gan.generate_train(state.g_params, state.g_stats, z_d)
+            (d_loss, (_, _, d_stats)), d_grads = jax.value_and_grad(
+                lambda p: train.d_objective(gan, p, state.d_stats, x, fake_d, eps), has_aux=True)(state.d_params)
             d_updates, _ = gan.d_tx.update(d_grads, state.d_opt, state.d_params)
             d_params = optax.apply_updates(state.d_params, d_updates)
-            g_loss, g_grads = jax.value_and_grad(lambda p: train.g_objective(gan, p, d_params, z_g))(state.g_params)
+            (g_loss, _), g_grads = jax.value_and_grad(
+                lambda p: train.g_objective(gan, p, g_stats, d_params, d_stats, z_g), has_aux=True)(state.g_params)
             return jnp.stack([d_loss, g_loss]), d_grads, g_grads
 
         recomputed, d_grads, g_grads = objectives_and_grads(self.state, x, z_d, z_g, eps)
@@ -150,7 +159,7 @@ class JaxAdapter:
         gan, train, config = self.gan, self.train, self.config
 
         def penalty(d_params):
-            discriminate = functools.partial(gan.discriminate, d_params)
+            discriminate = functools.partial(gan.discriminate, d_params, self.state.d_stats)
             if kind == "gp":
                 return train.gradient_penalty(discriminate, x, fake, eps, config.gp_weight)
             return train.r1_penalty(discriminate, x, config.r1_weight)
@@ -196,7 +205,7 @@ class JaxAdapter:
 
     @staticmethod
     def backend_generate(backend, z: np.ndarray) -> np.ndarray:
-        return np.asarray(_jit(backend.gan.generate)(backend.state.g_params, z))
+        return np.asarray(_jit(backend.gan.generate)(backend.state.g_params, backend.state.g_stats, z))
 
     @staticmethod
     def recorded_inputs(config: Config, data_u8: np.ndarray, num_steps: int) -> tuple[np.ndarray, ...]:
@@ -286,15 +295,16 @@ class TorchAdapter:
         return export_weights(self.gan.generator, self.gan.discriminator)
 
     def generate(self, z: np.ndarray) -> np.ndarray:
+        """Eval mode (running statistics), as sampling."""
         import torch
 
-        with torch.no_grad(), self.train.autocast(self.config):  # the step's forward precision
+        with torch.no_grad(), self.train.autocast(self.config), _eval_mode(self.gan.generator):  # the step's precision
             return self.gan.generator(torch.from_numpy(z)).float().numpy()
 
     def discriminate(self, x: np.ndarray) -> np.ndarray:
         import torch
 
-        with torch.no_grad(), self.train.autocast(self.config):
+        with torch.no_grad(), self.train.autocast(self.config), _eval_mode(self.gan.discriminator):
             return self.gan.discriminator(torch.from_numpy(x)).float().numpy()
 
     def step_with_grads(self, x, z_d, z_g, eps=None) -> tuple[np.ndarray, Tensors, Tensors]:
@@ -357,10 +367,7 @@ class TorchAdapter:
 
     @staticmethod
     def backend_generate(backend, z: np.ndarray) -> np.ndarray:
-        import torch
-
-        with torch.no_grad():
-            return backend.gan.generator(torch.from_numpy(z)).numpy()
+        return backend.generate(z)
 
     @staticmethod
     def recorded_inputs(config: Config, data_u8: np.ndarray, num_steps: int) -> tuple[np.ndarray, ...]:
@@ -396,6 +403,16 @@ ADAPTERS: tuple[type[Adapter], ...] = (JaxAdapter, TorchAdapter)
 
 
 @contextlib.contextmanager
+def _eval_mode(module):
+    """`module.eval()` for the block, then back to train mode (the mode a training step needs)."""
+    module.eval()
+    try:
+        yield
+    finally:
+        module.train()
+
+
+@contextlib.contextmanager
 def float64():
     """Both backends in float64: JAX needs its x64 mode on while arrays are made and functions traced."""
     import jax
@@ -419,6 +436,31 @@ def inputs(config: Config, images_u8: np.ndarray, num_steps: int, seed: int = 0)
     z_ds = rng.standard_normal((t, n, config.latent_dim), dtype=np.float32)
     z_gs = rng.standard_normal((t, b, config.latent_dim), dtype=np.float32)
     return xs, z_ds, z_gs
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """One backend's side of `float64_runs`."""
+
+    metrics: np.ndarray  # (T, 4) float64: each step's [d_loss, g_loss, d_real, d_fake]
+    images: np.ndarray  # (64, H, W, C): the final G's eval-mode samples of one fixed z
+    final: Tensors  # the final parameters and running statistics, exported (float32)
+
+
+def float64_runs(config: Config, images_u8: np.ndarray, num_steps: int, eps: np.ndarray | None = None):
+    """Both backends' real train_steps in float64, from the same (torch-drawn) weights on the same `inputs`
+    (and WGAN-GP's eps): (jax Run, torch Run)."""
+    xs, z_ds, z_gs = (a.astype(np.float64) for a in inputs(config, images_u8, num_steps))
+    eps = None if eps is None else eps.astype(np.float64)
+    weights = TorchAdapter(config).export()
+    z = np.random.default_rng(7).standard_normal((64, config.latent_dim))
+    runs = []
+    with float64():
+        for adapter in (JaxAdapter(config, np.float64), TorchAdapter(config, np.float64)):
+            adapter.load(weights)
+            metrics = adapter.steps(xs, z_ds, z_gs, eps)
+            runs.append(Run(metrics, adapter.generate(z), adapter.export()))
+    return tuple(runs)
 
 
 def interpolation_eps(config: Config, num_steps: int, seed: int = 0) -> np.ndarray | None:

@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 
 from parity_tests.harness import (
-    LOSS_SPECS, JaxAdapter, TorchAdapter, assert_tensors_close, float64, inputs, interpolation_eps, max_rel_err,
+    LOSS_SPECS, JaxAdapter, TorchAdapter, assert_tensors_close, float64_runs, inputs, interpolation_eps,
+    max_rel_err,
 )
 
 SPEC_IDS = [s.name for s in LOSS_SPECS]
@@ -209,16 +210,10 @@ def test_float64_runs_are_the_same_run(spec, mnist):
     into order-lr weight differences within a few dozen steps; in float64 they do not.
     """
     config = spec.config
-    xs, z_ds, z_gs = (a.astype(np.float64) for a in inputs(config, mnist, NUM_STEPS))
-    eps = interpolation_eps(config, NUM_STEPS)
-    eps = None if eps is None else eps.astype(np.float64)
-    with float64():
-        jax_a, torch_a = _pair(config, TorchAdapter(config).export(), np.float64)
-        metrics_j = jax_a.steps(xs, z_ds, z_gs, eps)
-        metrics_t = torch_a.steps(xs, z_ds, z_gs, eps)
-        z = np.random.default_rng(7).standard_normal((64, config.latent_dim))
-        images_j, images_t = jax_a.generate(z), torch_a.generate(z)
-        final_j, final_t = jax_a.export(), torch_a.export()
+    jax_run, torch_run = float64_runs(config, mnist, NUM_STEPS, interpolation_eps(config, NUM_STEPS))
+    metrics_j, metrics_t = jax_run.metrics, torch_run.metrics
+    images_j, images_t = jax_run.images, torch_run.images
+    final_j, final_t = jax_run.final, torch_run.final
 
     assert metrics_j.dtype == metrics_t.dtype == np.float64
     # Each metric's worst difference over the run, relative to its largest magnitude in the run

@@ -19,7 +19,7 @@ runs agree to 2e-14 after 300 steps. So:
 import numpy as np
 import pytest
 
-from parity_tests.harness import SPECS, JaxAdapter, TorchAdapter, float64, inputs, max_rel_err
+from parity_tests.harness import SPECS, JaxAdapter, TorchAdapter, float64_runs, inputs, max_rel_err
 
 NUM_STEPS = 300
 
@@ -36,18 +36,10 @@ def _first_step_over(err: np.ndarray, tol: float) -> str:
 
 @pytest.mark.parametrize("spec", SPECS[:2], ids=[s.name for s in SPECS[:2]])
 def test_float64_runs_are_the_same_run(spec, mnist):
-    config = spec.config
-    xs, z_ds, z_gs = (a.astype(np.float64) for a in inputs(config, mnist, NUM_STEPS))
-    weights = TorchAdapter(config).export()
-    with float64():
-        jax_a, torch_a = JaxAdapter(config, np.float64), TorchAdapter(config, np.float64)
-        jax_a.load(weights)
-        torch_a.load(weights)
-        metrics_j = jax_a.steps(xs, z_ds, z_gs)
-        metrics_t = torch_a.steps(xs, z_ds, z_gs)
-        z = np.random.default_rng(7).standard_normal((64, config.latent_dim))
-        images_j, images_t = jax_a.generate(z), torch_a.generate(z)
-        final_j, final_t = jax_a.export(), torch_a.export()
+    jax_run, torch_run = float64_runs(spec.config, mnist, NUM_STEPS)
+    metrics_j, metrics_t = jax_run.metrics, torch_run.metrics
+    images_j, images_t = jax_run.images, torch_run.images
+    final_j, final_t = jax_run.final, torch_run.final
 
     assert metrics_j.dtype == metrics_t.dtype == np.float64
     err = _loss_rel_err(metrics_j, metrics_t)

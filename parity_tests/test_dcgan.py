@@ -1,0 +1,121 @@
+"""--arch dcgan: what the MLP specs cannot show, BatchNorm's two modes and its running statistics.
+
+test_step_parity and test_trajectory's float32 run already take harness.SPECS' dcgan_small
+(forward in eval mode, one step's losses, gradients and Adam update, 20 float32 steps). Here:
+  - torch.nn.BatchNorm2d's running-statistics update (momentum 0.1, unbiased running variance,
+    biased variance normalising) against gan_jax.models.BatchNorm and a NumPy formula;
+  - a 32x32x3 dataset's nets (G starts at 8x8), both modes, weights across the bridge;
+  - 100-step float64 trajectories, both --d-norm batch (D called on real and fake apart) and
+    none (one call on [real; fake]), with every running statistic compared at the end.
+Why float64 for the trajectories: test_trajectory.py's reasons (ReLU and LeakyReLU kinks flip
+on last-bit differences in float32; Adam and the game amplify them to order lr).
+"""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from gan_common import config as config_module
+from parity_tests.harness import SPECS, JaxAdapter, TorchAdapter, float64_runs, max_rel_err
+
+DCGAN = next(s.config for s in SPECS if s.config.arch == "dcgan")
+NUM_STEPS = 100
+
+
+def _numpy_batch_norm(batches, momentum=0.1, eps=1e-5):
+    """torch's documented BatchNorm2d in float64 over NHWC batches: outputs (scale 1, bias 0) and running stats."""
+    mean, var, outs = np.zeros(batches[0].shape[-1]), np.ones(batches[0].shape[-1]), []
+    for x in batches:
+        n = x.size // x.shape[-1]
+        m, v = x.mean(axis=(0, 1, 2)), x.var(axis=(0, 1, 2))  # biased
+        outs.append((x - m) / np.sqrt(v + eps))
+        mean = (1 - momentum) * mean + momentum * m
+        var = (1 - momentum) * var + momentum * v * n / (n - 1)  # unbiased
+    return outs, mean, var
+
+
+def test_batch_norm_running_statistics_follow_torch():
+    import jax.numpy as jnp
+    from flax import nnx
+    from gan_jax.models import BatchNorm
+
+    rng = np.random.default_rng(0)
+    # Off-centre batches (mean 3, std 2) so a wrong momentum or variance estimator shows: with
+    # n = 2 * 3 * 3 = 18 values per channel, biased and unbiased variances differ by 1/17 (6%).
+    batches = [(3 + 2 * rng.standard_normal((2, 3, 3, 5))).astype(np.float32) for _ in range(3)]
+    want_outs, want_mean, want_var = _numpy_batch_norm([b.astype(np.float64) for b in batches])
+
+    jax_bn = BatchNorm(5, nnx.Rngs(0))
+    jax_bn.scale[...] = jnp.ones(5)
+    torch_bn = torch.nn.BatchNorm2d(5)  # train mode: torch's default
+    for x, want in zip(batches, want_outs):
+        out_j = np.asarray(jax_bn(jnp.asarray(x), train=True))
+        out_t = torch_bn(torch.from_numpy(x).permute(0, 3, 1, 2)).permute(0, 2, 3, 1).detach().numpy()
+        # Normalised values of size ~2, float32 arithmetic over 18 values: a few ulps; 1e-5 absolute.
+        for out in (out_j, out_t):
+            assert np.max(np.abs(out - want)) <= 1e-5
+    # Running statistics: three float32 updates of values ~3 and ~4; 1e-6 is ~8 ulps.
+    for name, mean, var in (("jax", jax_bn.mean[...], jax_bn.var[...]),
+                            ("torch", torch_bn.running_mean.numpy(), torch_bn.running_var.numpy())):
+        np.testing.assert_allclose(mean, want_mean, rtol=1e-6, err_msg=f"{name} running mean")
+        np.testing.assert_allclose(var, want_var, rtol=1e-6, err_msg=f"{name} running var (unbiased)")
+    # Eval mode normalises with the running statistics and leaves them alone.
+    x = batches[0]
+    before = np.asarray(jax_bn.mean[...]).copy()
+    out_j = np.asarray(jax_bn(jnp.asarray(x), train=False))
+    np.testing.assert_array_equal(np.asarray(jax_bn.mean[...]), before)
+    np.testing.assert_allclose(out_j, (x - want_mean) / np.sqrt(want_var + 1e-5), atol=1e-5)
+
+
+@pytest.fixture
+def image_32x32x3(monkeypatch):
+    """A dataset of 32x32 colour images: the only such thing today is this test's."""
+    monkeypatch.setitem(config_module.IMAGE_SHAPES, "mnist", (32, 32, 3))
+
+
+def test_32x32_colour_images_forward_in_both_modes(image_32x32x3):
+    config = DCGAN
+    jax_a, torch_a = JaxAdapter(config), TorchAdapter(config)
+    weights = torch_a.export()
+    jax_a.load(weights)
+    rng = np.random.default_rng(1)
+    z = rng.standard_normal((16, config.latent_dim), dtype=np.float32)
+    x = rng.uniform(-1, 1, (16, 32, 32, 3)).astype(np.float32)
+    # Eval mode (fresh running statistics: mean 0, var 1).
+    images_j, images_t = jax_a.generate(z), torch_a.generate(z)
+    assert images_j.shape == images_t.shape == (16, 32, 32, 3)
+    assert np.max(np.abs(images_j - images_t)) <= 1e-5  # test_step_parity's forward tolerance
+    assert max_rel_err(jax_a.discriminate(x), torch_a.discriminate(x)) <= 1e-5
+    # Train mode, through one real step: losses, and the running statistics both nets moved.
+    metrics_j, metrics_t = jax_a.step(x, z, z), torch_a.step(x, z, z)
+    np.testing.assert_allclose(metrics_j, metrics_t, rtol=1e-5)
+    stats_j, stats_t = ({k: v for k, v in a.export().items() if k.endswith((".mean", ".var"))}
+                        for a in (jax_a, torch_a))
+    assert sorted(stats_j) == sorted(stats_t) and len(stats_t) == 6  # bn0, bn1 of G; bn2 of D: mean and var
+    for key in stats_t:
+        assert max_rel_err(stats_j[key], stats_t[key]) <= 1e-5, key
+
+
+@pytest.mark.parametrize("d_norm", ["batch", "none"])
+def test_float64_dcgan_runs_are_the_same_run_running_statistics_included(d_norm, mnist):
+    jax_run, torch_run = float64_runs(dataclasses.replace(DCGAN, d_norm=d_norm), mnist, NUM_STEPS)
+    metrics_j, metrics_t = jax_run.metrics, torch_run.metrics
+    images_j, images_t = jax_run.images, torch_run.images  # eval mode: the running statistics
+    final_j, final_t = jax_run.final, torch_run.final
+
+    # As test_trajectory: float64 rounding grows to ~1e-13 over the run (measured below 1e-12);
+    # a wrong momentum, variance estimator or D call order changes step 1's losses by > 1e-4.
+    err = np.max(np.abs(metrics_j[:, :2] - metrics_t[:, :2]) / np.abs(metrics_t[:, :2]), axis=1)
+    assert float(err.max()) <= 1e-10, f"float64 runs diverged (worst step {int(err.argmax()) + 1}: {err.max():.3g})"
+    assert np.max(np.abs(images_j - images_t)) <= 1e-10
+    # Parameters and running statistics, exported as float32: one float32 ulp of the largest entry.
+    assert sorted(final_j) == sorted(final_t)
+    for key in final_t:
+        assert max_rel_err(final_j[key], final_t[key]) <= 2.0**-23, key
+    stats = [k for k in final_t if k.endswith((".mean", ".var"))]
+    assert len(stats) == (6 if d_norm == "batch" else 4)
+    # Not vacuous: every running statistic moved away from its start (mean 0, var 1).
+    moved = {k: float(np.max(np.abs(final_t[k] - k.endswith(".var")))) for k in stats}
+    assert min(moved.values()) > 1e-3, moved
