@@ -1,8 +1,10 @@
 """The neutral weight file: what crosses between the backends (never an import).
 
 safetensors, float32, one tensor per parameter, keys `generator.<layer>.kernel|bias` and
-`discriminator.<layer>.kernel|bias`, dense kernels in (in, out) layout. The run's config
-rides along as metadata so that a reader can rebuild the models without the run folder.
+`discriminator.<layer>.kernel|bias`, dense kernels in (in, out) layout, convolution kernels
+HWIO, a transposed convolution's kernel the HWIO kernel of the convolution it is the transpose
+of, (kh, kw, out, in); BatchNorm layers `.scale`, `.bias` and their running statistics `.mean`,
+`.var` (torch's unbiased running variance). Images are NHWC. The run's config rides along as metadata so that a reader can rebuild the models without the run folder.
 Each backend converts to and from its own layout at its boundary.
 """
 

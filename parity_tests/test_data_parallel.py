@@ -46,7 +46,15 @@ COMMON = ["--steps", str(NUM_STEPS), "--log-every", "1", "--sample-every", "1000
 CASES = {
     "default": ([], 1e-5, 2e-5),
     "wgan_gp_ncritic2": (["--loss", "wgan_gp", "--n-critic", "2"], 1e-4, None),
+    # BatchNorm's batch statistics over a sharded batch: XLA reduces them across devices (synchronised
+    # BatchNorm), so 4 devices normalise with the global batch's statistics, as one does. JAX only:
+    # gan_torch refuses --arch dcgan under torchrun (DDP would keep the statistics per rank).
+    # Measured: step 1 equal, step 2 1.2e-7, then float32's drift, amplified by the normalisation's
+    # division by small batch variances, to 6.9e-5 by step 20; tolerance 3e-4. Weights not compared
+    # (as wgan_gp). Statistics per device (16 rows each) would change step 1 already (not measured).
+    "dcgan": (["--arch", "dcgan", "--g-channels", "8", "--d-channels", "8"], 3e-4, None),
 }
+TORCH_CASES = [case for case in CASES if case != "dcgan"]
 
 
 def _env(**extra: str) -> dict:
@@ -133,7 +141,7 @@ def test_jax_two_processes_equal_one(jax_one_device, tmp_path):
     assert sorted(os.listdir(out)) == ["checkpoints", "config.json", "losses.png", "metrics.jsonl", "samples"]
 
 
-@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("case", TORCH_CASES)
 def test_torch_ddp_equals_one_process(case, tmp_path):
     one, ddp = str(tmp_path / "one"), str(tmp_path / "ddp")
     flags = [*COMMON, *CASES[case][0]]
