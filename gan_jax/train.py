@@ -366,6 +366,7 @@ def train_and_evaluate(config: Config, workdir: str | None = None, given: Sequen
     Multi-process runs (--num-processes) call this in every process; only process 0 writes.
     """
     parallel.init_runtime(config)
+    parallel.make_mesh(config)  # a device count or batch split that cannot work fails before the run folder is written
     return run_training(config, workdir, given, _make_backend, "gan_jax", _load_evaluator,
                         primary=parallel.is_primary())
 
