@@ -178,3 +178,13 @@ def test_concat_split_batches_keep_rows_on_their_shard():
     np.testing.assert_array_equal(ab[12:, 0], [6, 7, -7, -8])
     for got, want in zip(parallel.split_batches(ab, FourShards), (a, b)):
         np.testing.assert_array_equal(got, want)
+
+
+def test_a_batch_that_does_not_split_over_the_devices_is_refused(tmp_path):
+    out = str(tmp_path / "run")
+    proc = _run([sys.executable, "-m", "gan_jax.train", "--out-dir", out, "--devices", "4", "--batch-size", "62"],
+                _env())
+    text, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 2
+    assert text.strip().endswith("error: --batch-size 62 does not split evenly over 4 devices; choose a multiple of 4")
+    assert not os.path.exists(out)
