@@ -2,8 +2,9 @@
 
 Layout, shared with gan_torch: `<out>/checkpoints/<step>/` holds orbax's `state` (params,
 both Adam states, step, run key, and G's EMA with --ema-decay) and `meta` (JSON), plus
-`weights.safetensors`, the neutral file either backend can sample from. Orbax writes each step to a temporary folder and
-renames it when complete, so a crash never leaves a half-written checkpoint.
+`weights.safetensors`, the neutral file either backend can sample from. Orbax writes each
+step to a temporary folder and renames it when complete, so a crash never leaves a
+half-written checkpoint.
 """
 
 from __future__ import annotations

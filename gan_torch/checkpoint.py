@@ -1,10 +1,11 @@
 """Checkpoints (torch.save of plain tensors) and the neutral weight file, for the PyTorch backend.
 
 Layout, shared with gan_jax: `<out>/checkpoints/<step>/` holds `state.pt` (both nets, both
-Adam states, the step, the noise generator's state and G's EMA with --ema-decay: only tensors and plain Python
-values, so it loads with `weights_only=True`) and `weights.safetensors`, the neutral file
-either backend can sample from. Each step folder is written under a temporary name and
-renamed when complete, so a crash never leaves a half-written checkpoint.
+Adam states, the step, the noise generator's state and G's EMA with --ema-decay: only
+tensors and plain Python values, so it loads with `weights_only=True`) and
+`weights.safetensors`, the neutral file either backend can sample from. Each step folder
+is written under a temporary name and renamed when complete, so a crash never leaves a
+half-written checkpoint.
 """
 
 from __future__ import annotations
