@@ -60,6 +60,10 @@ class Config:
     beta2: float = _field(0.999, "Adam beta2 of both nets (PyTorch's default 0.999)")
     adam_eps: float = _field(1e-8, "Adam epsilon, added to sqrt(v) as PyTorch and optax both do")
     batch_size: int = _field(64, "images per step for D's real half; G and D's fake half draw as many noise vectors")
+    ema_decay: float = _field(
+        0.0, "decay of an exponential moving average of G's weights, which then draws the samples and evaluations "
+        "(smoother than G's last step; 0: off; typical 0.999)"
+    )
     # --- the run ---
     steps: int = _field(0, "total training steps of the run, counted from step 0 (0: use --epochs)")
     epochs: float = _field(
@@ -186,9 +190,9 @@ def validate(config: Config) -> Config:
         raise UserError(f"--lr must be > 0, got {c.lr}")
     if not c.adam_eps > 0:
         raise UserError(f"--adam-eps must be > 0, got {c.adam_eps}")
-    for name in ("beta1", "beta2"):
+    for name in ("beta1", "beta2", "ema_decay"):
         if not 0.0 <= getattr(c, name) < 1.0:
-            raise UserError(f"--{name} must be in [0, 1), got {getattr(c, name)}")
+            raise UserError(f"--{_flag(name)} must be in [0, 1), got {getattr(c, name)}")
     if not c.leaky_slope >= 0:
         raise UserError(f"--leaky-slope must be >= 0, got {c.leaky_slope}")
     _validate_losses(c)

@@ -1,8 +1,10 @@
 """The neutral weight file: what crosses between the backends (never an import).
 
 safetensors, float32, one tensor per parameter, keys `generator.<layer>.kernel|bias` and
-`discriminator.<layer>.kernel|bias`, dense kernels in (in, out) layout. The run's config
-rides along as metadata so that a reader can rebuild the models without the run folder.
+`discriminator.<layer>.kernel|bias`, dense kernels in (in, out) layout; a run with
+--ema-decay adds the moving average of G's weights as `generator_ema.<layer>.kernel|bias`,
+which sampling and evaluation then use (`sampling_tensors`). The run's config rides along
+as metadata so that a reader can rebuild the models without the run folder.
 Each backend converts to and from its own layout at its boundary.
 """
 
@@ -18,6 +20,7 @@ from gan_common.config import Config
 from gan_common.errors import UserError
 
 WEIGHTS_FILE = "weights.safetensors"
+EMA_NET = "generator_ema"  # the neutral name of G's EMA: keys generator_ema.<layer>.kernel|bias
 
 
 def mlp_layer_names(num_hidden: int) -> tuple[str, ...]:
@@ -52,6 +55,15 @@ def load_weights(path: str) -> tuple[dict[str, np.ndarray], Config]:
     raw = json.loads(meta["config"])
     names = {f.name for f in dataclasses.fields(Config)}
     return tensors, Config(**{k: v for k, v in raw.items() if k in names})
+
+
+def sampling_tensors(tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The weights to sample and evaluate with: G's EMA in place of `generator.*` when the file holds one."""
+    prefix = EMA_NET + "."
+    ema = {"generator." + k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+    if not ema:
+        return tensors
+    return {**{k: v for k, v in tensors.items() if not k.startswith(prefix)}, **ema}
 
 
 # ----------------------------------------------------------------------------- checkpoint folders

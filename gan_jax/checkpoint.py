@@ -1,9 +1,10 @@
 """Checkpoints (orbax) and the neutral weight file, for the JAX backend.
 
 Layout, shared with gan_torch: `<out>/checkpoints/<step>/` holds orbax's `state` (params,
-both Adam states, step, run key) and `meta` (JSON), plus `weights.safetensors`, the neutral
-file either backend can sample from. Orbax writes each step to a temporary folder and
-renames it when complete, so a crash never leaves a half-written checkpoint.
+both Adam states, step, run key, and G's EMA with --ema-decay) and `meta` (JSON), plus
+`weights.safetensors`, the neutral file either backend can sample from. Orbax writes each
+step to a temporary folder and renames it when complete, so a crash never leaves a
+half-written checkpoint.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from flax import nnx
 
 from gan_common.config import Config
 from gan_common.errors import UserError
-from gan_common.weights import WEIGHTS_FILE, latest_step_dir, load_weights, resolve_weights_file, save_weights
+from gan_common.weights import (EMA_NET, WEIGHTS_FILE, latest_step_dir, load_weights, resolve_weights_file,
+                                 sampling_tensors, save_weights)
 from gan_jax import parallel
 
 KEEP = 3  # newest checkpoints kept; older ones are deleted by orbax
@@ -30,10 +32,12 @@ def _manager(root: str, create: bool):
 
 
 # ----------------------------------------------------------------------------- neutral weights
-def export_weights(g_params: nnx.State, d_params: nnx.State) -> dict[str, np.ndarray]:
-    """Flax params -> neutral tensors `generator.fc1.kernel`, ...; flax Dense kernels are already (in, out)."""
+def export_weights(g_params: nnx.State, d_params: nnx.State, g_ema: nnx.State | None = None) -> dict[str, np.ndarray]:
+    """Flax params -> neutral tensors `generator.fc1.kernel`, ... (and `generator_ema.…` for an EMA);
+    flax Dense kernels are already (in, out)."""
     out = {}
-    for net, params in (("generator", g_params), ("discriminator", d_params)):
+    nets = (("generator", g_params), ("discriminator", d_params), (EMA_NET, g_ema))
+    for net, params in ((net, params) for net, params in nets if params is not None):
         for layer, leaves in nnx.to_pure_dict(params).items():
             for name, value in leaves.items():
                 out[f"{net}.{layer}.{name}"] = parallel.to_host(value).astype(np.float32)
@@ -69,14 +73,21 @@ def save(root: str, gan, state) -> str:
     step = int(parallel.to_host(state.step))
     with _manager(root, create=True) as mngr:
         mngr.save(step, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state._asdict()),
+            state=ocp.args.StandardSave(_stored(state)),
             meta=ocp.args.JsonSave({"step": step, "backend": "gan_jax", "config": gan.config.to_json()}),
         ), force=True)
         mngr.wait_until_finished()
     folder = os.path.join(root, str(step))
     if parallel.is_primary():
-        save_weights(os.path.join(folder, WEIGHTS_FILE), export_weights(state.g_params, state.d_params), gan.config)
+        save_weights(os.path.join(folder, WEIGHTS_FILE),
+                     export_weights(state.g_params, state.d_params, state.g_ema), gan.config)
     return folder
+
+
+def _stored(state) -> dict:
+    """The state's fields orbax stores: all but those the config switches off (None: g_ema without
+    --ema-decay), so a run without EMA writes, and resumes, checkpoints laid out as before EMA existed."""
+    return {name: value for name, value in state._asdict().items() if value is not None}
 
 
 def restore_latest(root: str, target):
@@ -89,7 +100,7 @@ def restore_latest(root: str, target):
     if not os.path.isdir(os.path.join(folder, "state")):
         raise UserError(f"checkpoint {folder} holds no orbax state (written by gan_torch?); "
                         f"resume a run with the backend that trained it")
-    abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, target._asdict())
+    abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, _stored(target))
     try:
         with _manager(root, create=False) as mngr:
             restored = mngr.restore(int(os.path.basename(folder)),
@@ -98,14 +109,16 @@ def restore_latest(root: str, target):
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
         raise UserError(f"checkpoint {folder} is unreadable or corrupt ({type(e).__name__}: {first}); "
                         f"delete that step folder to resume from the one before, or start afresh")
-    return type(target)(**restored["state"])
+    return target._replace(**restored["state"])
 
 
 def load_params(path: str) -> tuple[Config, nnx.State, nnx.State]:
-    """The config and (g_params, d_params) stored in the neutral file that `path` leads to."""
+    """The config and (g_params, d_params) stored in the neutral file that `path` leads to;
+    g_params is G's EMA when the run kept one (what sampling and evaluation use)."""
     from gan_jax.train import create
 
     tensors, config = load_weights(resolve_weights_file(path))
+    tensors = sampling_tensors(tensors)
     _, fresh = create(config)
     g_params, d_params = import_weights(tensors, fresh.g_params, fresh.d_params)
     return config, g_params, d_params

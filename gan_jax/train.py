@@ -5,7 +5,8 @@ One step is Goodfellow et al. (2014), Algorithm 1, with k = --n-critic D updates
      its --loss on D(x) and D(G(z_d)) (gan: ascends log D(x) + log(1 - D(G(z_d)))), plus the
      gradient penalty (wgan_gp) or R1 (--r1-weight) where the config asks for one;
   2. fresh noise z_g; G descends its loss on D(G(z_g)) (gan: -log D(G(z_g)) non-saturating or
-     log(1 - D(G(z_g))) minimax), through the D just updated.
+     log(1 - D(G(z_g))) minimax), through the D just updated;
+  3. with --ema-decay d, the moving average of G's weights takes the new G: ema <- d ema + (1 - d) G.
 The hot loop (`make_train_chunk`) scans K such steps in one compiled call, with the uint8
 training set resident on the device; the host only wakes between calls.
 
@@ -100,6 +101,9 @@ class TrainState(NamedTuple):
     d_opt: optax.OptState
     step: jax.Array  # () int32: global steps done; with `key` it fixes the noise and data order
     key: jax.Array  # (2,) uint32: the run key, jax.random.PRNGKey(seed)
+    # The EMA of G's params (--ema-decay), shaped like g_params; None (a pytree with no leaves:
+    # nothing to trace, donate or checkpoint) when the run keeps none.
+    g_ema: nnx.State | None = None
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -146,8 +150,28 @@ def create(config: Config, mesh: jax.sharding.Mesh | None = None) -> tuple[Gan, 
         d_opt=gan.d_tx.init(d_params),
         step=jnp.zeros((), jnp.int32),
         key=key,
+        g_ema=init_ema(config, g_params),
     )
     return gan, state
+
+
+# ----------------------------------------------------------------------------- G's moving average
+def init_ema(config: Config, g_params: nnx.State) -> nnx.State | None:
+    """The EMA at its start: a copy of G's params (no warm-up or bias correction); None without --ema-decay.
+
+    A copy, not the same arrays: the state is donated, and one buffer must not be donated twice.
+    """
+    return jax.tree.map(jnp.copy, g_params) if config.ema_decay else None
+
+
+def update_ema(ema: nnx.State, g_params: nnx.State, decay: float) -> nnx.State:
+    """ema <- decay * ema + (1 - decay) * g_params, leaf by leaf (gan_torch.train.update_ema's formula)."""
+    return jax.tree.map(lambda e, p: decay * e + (1 - decay) * p, ema, g_params)
+
+
+def sampling_params(state: TrainState) -> nnx.State:
+    """G's params that draw samples and evaluations: the EMA when the run keeps one, else G's own."""
+    return state.g_params if state.g_ema is None else state.g_ema
 
 
 # ----------------------------------------------------------------------------- one step
@@ -212,9 +236,11 @@ def train_step(
     g_loss, g_grads = jax.value_and_grad(lambda p: g_objective(gan, p, d_params, z_g))(state.g_params)
     g_updates, g_opt = gan.g_tx.update(g_grads, state.g_opt, state.g_params)
     g_params = optax.apply_updates(state.g_params, g_updates)
+    # A Python branch on the config: without --ema-decay the step traces no EMA at all.
+    g_ema = update_ema(state.g_ema, g_params, gan.config.ema_decay) if gan.config.ema_decay else None
 
     metrics = jnp.stack([d_metrics[0], g_loss, d_metrics[1], d_metrics[2]])
-    new_state = TrainState(g_params, d_params, g_opt, d_opt, state.step + 1, state.key)
+    new_state = TrainState(g_params, d_params, g_opt, d_opt, state.step + 1, state.key, g_ema)
     return new_state, metrics
 
 
@@ -332,11 +358,11 @@ class JaxBackend:
         return parallel.to_host(metrics).astype(np.float64)
 
     def sample(self) -> np.ndarray:
-        return parallel.to_host(self._sample(self.state.g_params, self.z_fixed))
+        return parallel.to_host(self._sample(sampling_params(self.state), self.z_fixed))
 
     def generate(self, z: np.ndarray) -> np.ndarray:
         z = parallel.replicate(np.asarray(z, np.float32), self.gan.mesh)
-        return parallel.to_host(self._sample(self.state.g_params, z))
+        return parallel.to_host(self._sample(sampling_params(self.state), z))
 
     def save_checkpoint(self) -> str:
         return self._checkpoint.save(os.path.join(self.gan.config.out_dir, CHECKPOINT_DIR), self.gan, self.state)

@@ -1,10 +1,11 @@
 """Checkpoints (torch.save of plain tensors) and the neutral weight file, for the PyTorch backend.
 
 Layout, shared with gan_jax: `<out>/checkpoints/<step>/` holds `state.pt` (both nets, both
-Adam states, the step and the noise generator's state: only tensors and plain Python
-values, so it loads with `weights_only=True`) and `weights.safetensors`, the neutral file
-either backend can sample from. Each step folder is written under a temporary name and
-renamed when complete, so a crash never leaves a half-written checkpoint.
+Adam states, the step, the noise generator's state and G's EMA with --ema-decay: only
+tensors and plain Python values, so it loads with `weights_only=True`) and
+`weights.safetensors`, the neutral file either backend can sample from. Each step folder
+is written under a temporary name and renamed when complete, so a crash never leaves a
+half-written checkpoint.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from torch import nn
 
 from gan_common.config import Config
 from gan_common.errors import UserError
-from gan_common.weights import WEIGHTS_FILE, latest_step_dir, load_weights, resolve_weights_file, save_weights, step_dirs
+from gan_common.weights import (EMA_NET, WEIGHTS_FILE, latest_step_dir, load_weights, resolve_weights_file,
+                                 sampling_tensors, save_weights, step_dirs)
 
 KEEP = 3  # newest checkpoints kept; older step folders are deleted
 STATE_FILE = "state.pt"
@@ -26,18 +28,21 @@ FORMAT = "gan_torch-checkpoint-v1"
 
 
 # ----------------------------------------------------------------------------- neutral weights
-def _neutral_items(G: nn.Module, D: nn.Module):
+def _neutral_items(G: nn.Module, D: nn.Module, G_ema: nn.Module | None = None):
     """(neutral key, torch parameter) pairs: `fc1.weight` of G is `generator.fc1.kernel`, and so on."""
-    for net, module in (("generator", G), ("discriminator", D)):
+    nets = (("generator", G), ("discriminator", D), (EMA_NET, G_ema))
+    for net, module in ((net, module) for net, module in nets if module is not None):
         for name, param in module.named_parameters():
             layer, kind = name.rsplit(".", 1)
             yield f"{net}.{layer}.{'kernel' if kind == 'weight' else kind}", param
 
 
-def export_weights(G: nn.Module, D: nn.Module, grads: bool = False) -> dict[str, np.ndarray]:
-    """Torch params (or with grads=True their .grad) -> neutral tensors; nn.Linear's (out, in) weight is transposed."""
+def export_weights(G: nn.Module, D: nn.Module, grads: bool = False,
+                   G_ema: nn.Module | None = None) -> dict[str, np.ndarray]:
+    """Torch params (or with grads=True their .grad) -> neutral tensors (`generator_ema.…` too for an EMA);
+    nn.Linear's (out, in) weight is transposed."""
     out = {}
-    for key, param in _neutral_items(G, D):
+    for key, param in _neutral_items(G, D, G_ema):
         value = (param.grad if grads else param).detach().numpy()
         out[key] = np.array(value.T if key.endswith(".kernel") else value, np.float32)
     return out
@@ -72,9 +77,12 @@ def save(root: str, gan, step: int, rng: torch.Generator) -> str:
         "g_opt": gan.g_opt.state_dict(),
         "d_opt": gan.d_opt.state_dict(),
     }
+    if gan.g_ema is not None:
+        state["generator_ema"] = gan.g_ema.state_dict()
     torch.save(state, os.path.join(tmp, STATE_FILE + ".tmp"))
     os.replace(os.path.join(tmp, STATE_FILE + ".tmp"), os.path.join(tmp, STATE_FILE))
-    save_weights(os.path.join(tmp, WEIGHTS_FILE), export_weights(gan.generator, gan.discriminator), gan.config)
+    save_weights(os.path.join(tmp, WEIGHTS_FILE), export_weights(gan.generator, gan.discriminator, G_ema=gan.g_ema),
+                 gan.config)
     if os.path.isdir(folder):  # the same step saved again (a resumed run that stopped at once)
         shutil.rmtree(folder)
     os.replace(tmp, folder)
@@ -108,6 +116,8 @@ def restore_latest(root: str, gan, rng: torch.Generator) -> int:
         gan.discriminator.load_state_dict(state["discriminator"])
         gan.g_opt.load_state_dict(state["g_opt"])
         gan.d_opt.load_state_dict(state["d_opt"])
+        if gan.g_ema is not None:
+            gan.g_ema.load_state_dict(state["generator_ema"])
         rng.set_state(state["rng"])
         step = int(state["step"])
     except (KeyError, RuntimeError, ValueError, TypeError) as e:
@@ -117,10 +127,12 @@ def restore_latest(root: str, gan, rng: torch.Generator) -> int:
 
 
 def load_models(path: str) -> tuple[Config, nn.Module, nn.Module]:
-    """The config and (G, D), in eval mode, stored in the neutral file that `path` leads to."""
+    """The config and (G, D), in eval mode, stored in the neutral file that `path` leads to;
+    G holds G's EMA when the run kept one (what sampling and evaluation use)."""
     from gan_torch.models import Discriminator, Generator
 
     tensors, config = load_weights(resolve_weights_file(path))
+    tensors = sampling_tensors(tensors)
     with torch.random.fork_rng(devices=[]):  # the initial draw is overwritten; leave the global RNG as it was
         G, D = Generator(config).eval(), Discriminator(config).eval()
     import_weights(tensors, G, D)

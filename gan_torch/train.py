@@ -5,7 +5,8 @@ One step is Goodfellow et al. (2014), Algorithm 1, with k = --n-critic D updates
      its --loss on D(x) and D(G(z_d)) (gan: ascends log D(x) + log(1 - D(G(z_d)))), plus the
      gradient penalty (wgan_gp) or R1 (--r1-weight) where the config asks for one;
   2. fresh noise z_g; G descends its loss on D(G(z_g)) (gan: -log D(G(z_g)) non-saturating or
-     log(1 - D(G(z_g))) minimax), through the D just updated.
+     log(1 - D(G(z_g))) minimax), through the D just updated;
+  3. with --ema-decay d, the moving average of G's weights takes the new G: ema <- d ema + (1 - d) G.
 Written plainly, one step at a time: this backend is the reference gan_jax is checked against.
 
     python -m gan_torch.train --help
@@ -13,6 +14,7 @@ Written plainly, one step at a time: this backend is the reference gan_jax is ch
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
 import sys
@@ -104,6 +106,7 @@ class Gan:
     # DistributedDataParallel wrappers, whose backward averages the gradients over ranks.
     g_sync: torch.nn.Module | None = None
     d_sync: torch.nn.Module | None = None
+    g_ema: Generator | None = None  # the EMA of G's weights (--ema-decay); None when the run keeps none
 
     def __post_init__(self) -> None:
         self.g_sync = self.generator if self.g_sync is None else self.g_sync
@@ -135,7 +138,25 @@ def create(config: Config) -> Gan:
         torch.manual_seed(stream_seed(config.seed, _INIT))
         generator, discriminator = Generator(config), Discriminator(config)
     return Gan(config, generator, discriminator, adam(generator.parameters(), config),
-               adam(discriminator.parameters(), config))
+               adam(discriminator.parameters(), config), g_ema=init_ema(config, generator))
+
+
+# ----------------------------------------------------------------------------- G's moving average
+def init_ema(config: Config, generator: Generator) -> Generator | None:
+    """The EMA at its start: a copy of G (no warm-up or bias correction), outside autograd; None without --ema-decay."""
+    return copy.deepcopy(generator).requires_grad_(False) if config.ema_decay else None
+
+
+@torch.no_grad()
+def update_ema(ema: Generator, generator: Generator, decay: float) -> None:
+    """ema <- decay * ema + (1 - decay) * generator, parameter by parameter, in place (G has no buffers)."""
+    for e, p in zip(ema.parameters(), generator.parameters()):
+        e.copy_(decay * e + (1 - decay) * p)
+
+
+def sampling_generator(gan: Gan) -> Generator:
+    """The G that draws samples and evaluations: the EMA when the run keeps one, else G itself."""
+    return gan.generator if gan.g_ema is None else gan.g_ema
 
 
 # ----------------------------------------------------------------------------- one step
@@ -209,6 +230,8 @@ def train_step(gan: Gan, x: torch.Tensor, z_d: torch.Tensor, z_g: torch.Tensor,
     g_loss.backward()
     gan.g_opt.step()
     D.requires_grad_(True)
+    if gan.g_ema is not None:
+        update_ema(gan.g_ema, gan.generator, gan.config.ema_decay)
 
     with torch.no_grad():
         return torch.stack([d_metrics[0], g_loss, d_metrics[1], d_metrics[2]])
@@ -292,7 +315,7 @@ class TorchBackend:
 
     def generate(self, z: np.ndarray) -> np.ndarray:
         with torch.no_grad(), autocast(self.gan.config):
-            return self.gan.generator(torch.from_numpy(np.asarray(z, np.float32))).float().numpy()
+            return sampling_generator(self.gan)(torch.from_numpy(np.asarray(z, np.float32))).float().numpy()
 
     def save_checkpoint(self) -> str:
         from gan_torch import checkpoint

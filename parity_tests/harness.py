@@ -46,6 +46,9 @@ LOSS_SPECS = (
     Spec("wgan_gp", Config(**_SMALL, loss="wgan_gp")),
     Spec("wgan_gp_3critic", Config(**_SMALL, loss="wgan_gp", n_critic=3, beta1=0.5)),
 )
+# G's moving average (parity_tests/test_ema.py): decay 0.9, a 10-step memory, so that over a short
+# run the EMA sits well apart from both G's start and G's last step.
+EMA_SPEC = Spec("ema_0.9", Config(**_SMALL, ema_decay=0.9))
 
 
 class Adapter(Protocol):
@@ -54,8 +57,8 @@ class Adapter(Protocol):
     name: str
 
     def __init__(self, config: Config, dtype=np.float32): ...
-    def load(self, tensors: Tensors) -> None: ...  # these weights, fresh optimiser states
-    def export(self) -> Tensors: ...
+    def load(self, tensors: Tensors) -> None: ...  # these weights, fresh optimiser states (and EMA = G)
+    def export(self) -> Tensors: ...  # with --ema-decay, G's EMA too (`generator_ema.…`)
     def generate(self, z: np.ndarray) -> np.ndarray: ...  # (B, latent) -> (B, 28, 28, 1)
     def discriminate(self, x: np.ndarray) -> np.ndarray: ...  # (B, 28, 28, 1) -> (B,) logits
     # eps: WGAN-GP's interpolation weights (n_critic B,), only for --loss wgan_gp (see `inputs`).
@@ -90,18 +93,19 @@ class JaxAdapter:
             lambda s, inputs: self._step(s, *inputs), state, (xs, z_ds, z_gs, epss)))
 
     def load(self, tensors: Tensors) -> None:
-        """Take these weights, with fresh (zero) Adam states."""
+        """Take these weights, with fresh (zero) Adam states and, with --ema-decay, an EMA starting at G."""
         from gan_jax.checkpoint import import_weights
 
         _, fresh = self.train.create(self.config)
         tensors = {k: np.asarray(v, self.dtype) for k, v in tensors.items()}
         g, d = import_weights(tensors, fresh.g_params, fresh.d_params)
-        self.state = fresh._replace(g_params=g, d_params=d, g_opt=self.gan.g_tx.init(g), d_opt=self.gan.d_tx.init(d))
+        self.state = fresh._replace(g_params=g, d_params=d, g_opt=self.gan.g_tx.init(g), d_opt=self.gan.d_tx.init(d),
+                                    g_ema=self.train.init_ema(self.config, g))
 
     def export(self) -> Tensors:
         from gan_jax.checkpoint import export_weights
 
-        return export_weights(self.state.g_params, self.state.d_params)
+        return export_weights(self.state.g_params, self.state.d_params, self.state.g_ema)
 
     def generate(self, z: np.ndarray) -> np.ndarray:
         return np.asarray(_jit(self.gan.generate)(self.state.g_params, z), np.float32)
@@ -269,21 +273,23 @@ class TorchAdapter:
         import torch
 
         gan = self.train.create(self.config)
-        for net in (gan.generator, gan.discriminator):  # in place: the optimisers keep the same parameters
-            net.to({np.float32: torch.float32, np.float64: torch.float64}[self.dtype])
+        for net in (gan.generator, gan.discriminator, gan.g_ema):  # in place: the optimisers keep the same parameters
+            if net is not None:
+                net.to({np.float32: torch.float32, np.float64: torch.float64}[self.dtype])
         return gan
 
     def load(self, tensors: Tensors) -> None:
-        """Take these weights, with fresh (empty) Adam states."""
+        """Take these weights, with fresh (empty) Adam states and, with --ema-decay, an EMA starting at G."""
         from gan_torch.checkpoint import import_weights
 
         self.gan = self._create()
         import_weights(tensors, self.gan.generator, self.gan.discriminator)
+        self.gan.g_ema = self.train.init_ema(self.config, self.gan.generator)
 
     def export(self) -> Tensors:
         from gan_torch.checkpoint import export_weights
 
-        return export_weights(self.gan.generator, self.gan.discriminator)
+        return export_weights(self.gan.generator, self.gan.discriminator, G_ema=self.gan.g_ema)
 
     def generate(self, z: np.ndarray) -> np.ndarray:
         import torch
@@ -393,6 +399,14 @@ class TorchAdapter:
 
 
 ADAPTERS: tuple[type[Adapter], ...] = (JaxAdapter, TorchAdapter)
+
+
+def loaded_pair(config: Config, weights: Tensors, dtype=np.float32) -> tuple[JaxAdapter, TorchAdapter]:
+    """Both adapters of `config` holding `weights` with fresh optimisers (float64: inside `with float64():`)."""
+    jax_a, torch_a = JaxAdapter(config, dtype), TorchAdapter(config, dtype)
+    jax_a.load(weights)
+    torch_a.load(weights)
+    return jax_a, torch_a
 
 
 @contextlib.contextmanager

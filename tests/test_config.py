@@ -47,6 +47,8 @@ def test_flags_parse_into_the_dataclass():
         (["--lr=-1e-3"], "--lr must be > 0"),
         (["--beta1", "1.0"], "--beta1 must be in [0, 1)"),
         (["--beta2", "-0.1"], "--beta2 must be in [0, 1)"),
+        (["--ema-decay", "1.0"], "--ema-decay must be in [0, 1)"),
+        (["--ema-decay=-0.5"], "--ema-decay must be in [0, 1)"),
         (["--dataset", "cifar100"], "invalid choice: 'cifar100'"),
         (["--g-loss", "wasserstein"], "invalid choice: 'wasserstein'"),
         (["--steps", "-5"], "--steps must be >= 0"),
