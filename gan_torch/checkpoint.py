@@ -27,15 +27,19 @@ FORMAT = "gan_torch-checkpoint-v1"
 
 # ----------------------------------------------------------------------------- neutral weights
 def _neutral_items(G: nn.Module, D: nn.Module):
-    """(neutral key, torch parameter) pairs: `fc1.weight` of G is `generator.fc1.kernel`, and so on."""
+    """(neutral key, torch parameter) pairs: `fc1.weight` of G is `generator.fc1.kernel`, and so on;
+    an nn.Embedding's weight (classes, dim) is `.embedding`, in the same layout as flax's."""
     for net, module in (("generator", G), ("discriminator", D)):
         for name, param in module.named_parameters():
             layer, kind = name.rsplit(".", 1)
-            yield f"{net}.{layer}.{'kernel' if kind == 'weight' else kind}", param
+            if kind == "weight":
+                kind = "embedding" if isinstance(module.get_submodule(layer), nn.Embedding) else "kernel"
+            yield f"{net}.{layer}.{kind}", param
 
 
 def export_weights(G: nn.Module, D: nn.Module, grads: bool = False) -> dict[str, np.ndarray]:
-    """Torch params (or with grads=True their .grad) -> neutral tensors; nn.Linear's (out, in) weight is transposed."""
+    """Torch params (or with grads=True their .grad) -> neutral tensors; nn.Linear's (out, in) weight is transposed
+    (an embedding's is not)."""
     out = {}
     for key, param in _neutral_items(G, D):
         value = (param.grad if grads else param).detach().numpy()
