@@ -282,18 +282,23 @@ class TorchBackend:
             self.z_fixed, self.grid_labels = torch.from_numpy(z_grid), grid_labels
         self._perm_epoch, self._perm = -1, None
 
-    def _batch(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _batch(self) -> torch.Tensor:
         """The step's n_critic * B real images: positions [t n_critic B, (t + 1) n_critic B) of the epoch's
-        permutation at step t of an epoch, D update k taking the k-th B (as gan_jax.train.make_train_chunk);
-        and their labels (--conditional; else None)."""
+        permutation at step t of an epoch, D update k taking the k-th B (as gan_jax.train.make_train_chunk)."""
+        return scale_images(self.data[self._batch_rows()])  # (n_critic B / world, 28, 28, 1) in [-1, 1]
+
+    def _batch_labels(self) -> torch.Tensor:
+        """--conditional: the labels of `_batch()`'s images, row for row."""
+        return self.labels[self._batch_rows()]
+
+    def _batch_rows(self) -> torch.Tensor:
+        """The training-set indices of the step's images (this rank's slice), as `_batch` describes."""
         epoch, pos = divmod(self.step, self.steps_per_epoch)
         if epoch != self._perm_epoch:
             self._perm_epoch, self._perm = epoch, epoch_permutation(self.gan.config.seed, epoch, self.data.shape[0])
         n = self.gan.config.images_per_step
         idx = self._perm[pos * n:(pos + 1) * n]  # (n_critic B,): the global step's images
-        idx = self._local(idx)
-        x = scale_images(self.data[idx])  # (n_critic B / world, 28, 28, 1) in [-1, 1]
-        return x, None if self.labels is None else self.labels[idx]
+        return self._local(idx)
 
     def _local(self, rows: torch.Tensor) -> torch.Tensor:
         """This rank's slice of each global batch B in `rows` (n_critic B, ...): all of it on one rank."""
@@ -307,7 +312,7 @@ class TorchBackend:
         config = self.gan.config
         rows = []
         for _ in range(num_steps):
-            x, y_real = self._batch()
+            x = self._batch()
             # Every rank draws the global batch's noise (keeping the generators in step) and uses its slice.
             z_d = self._local(torch.randn(config.images_per_step, config.latent_dim, generator=self.rng))
             z_g = self._local(torch.randn(config.batch_size, config.latent_dim, generator=self.rng))
@@ -317,7 +322,7 @@ class TorchBackend:
             if config.conditional:  # the fakes' classes come after all of the above: unconditional runs draw as before
                 y_d = torch.randint(NUM_CLASSES, (config.images_per_step,), generator=self.rng)
                 y_g = torch.randint(NUM_CLASSES, (config.batch_size,), generator=self.rng)
-                labels = (y_real, self._local(y_d), self._local(y_g))
+                labels = (self._batch_labels(), self._local(y_d), self._local(y_g))
             rows.append(train_step(self.gan, x, z_d, z_g, None if eps is None else self._local(eps), labels))
             self.step += 1
         return parallel.mean_over_ranks(torch.stack(rows), self.world)  # (num_steps, 4), global-batch means
