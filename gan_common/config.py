@@ -22,6 +22,8 @@ PRECISIONS = ("float32", "bf16")
 # its own command line (a multi-host job may come back on other hosts or device counts).
 LAUNCH_FIELDS = frozenset({"devices", "coordinator_address", "num_processes", "process_id"})
 LOSSES = ("gan", "hinge", "lsgan", "wgan_gp")
+NUM_CLASSES = 10  # every dataset here (MNIST, Fashion-MNIST, KMNIST) has ten classes, labelled 0..9
+LABEL_EMBED_DIM = 10  # --conditional: a learned vector per class; 10-d can keep 10 classes apart, small next to z's 100
 
 
 def _field(default: Any, help: str, **extra: Any) -> Any:
@@ -35,6 +37,10 @@ class Config:
     g_hidden: str = _field("256,512", "G's hidden widths, comma separated (the seed's 256,512)")
     d_hidden: str = _field("512,256", "D's hidden widths, comma separated (the seed's 512,256)")
     leaky_slope: float = _field(0.2, "negative slope of D's LeakyReLU (the seed's 0.2)")
+    conditional: bool = _field(
+        False, "class-conditional G and D (Mirza & Osindero 2014): a learned label embedding is concatenated to z "
+        "and to D's flattened image, and `sample --label K` draws class K (off: the unconditional GAN)"
+    )
     # --- the game ---
     g_loss: str = _field(
         "non_saturating",

@@ -3,7 +3,8 @@
 Layers are attributes fc1, fc2, ... (the same names as gan_torch.models), so the neutral
 weight file maps one to one. Initialisation copies PyTorch's nn.Linear distribution,
 U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weights and biases, so independently initialised
-runs of the two backends play statistically the same game.
+runs of the two backends play statistically the same game. With --conditional, each net
+also has `label_embed`, a (10, 10) table initialised N(0, 1) like torch's nn.Embedding.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from gan_common.config import Config
+from gan_common.config import LABEL_EMBED_DIM, NUM_CLASSES, Config
 
 IMAGE_SHAPE = (28, 28, 1)
 IMAGE_SIZE = 28 * 28
@@ -56,17 +57,37 @@ def _linear(n_in: int, n_out: int, config: Config, rngs: nnx.Rngs) -> Linear:
                   preferred_element_type=None if dtype is None else jnp.float32, rngs=rngs)
 
 
+class Embed(nnx.Embed):
+    """A label's row of the table, in the table's own dtype (nnx.Embed casts to the dtype it was built
+    with, float32, which would round the float64 parity runs); the first Linear casts for --precision bf16."""
+
+    def __call__(self, labels: jax.Array) -> jax.Array:
+        return jnp.take(self.embedding[...], labels, axis=0)  # (B,) int -> (B, LABEL_EMBED_DIM)
+
+
+def _label_embed(config: Config, rngs: nnx.Rngs) -> Embed | None:
+    """--conditional: the (NUM_CLASSES, LABEL_EMBED_DIM) table, N(0, 1) as torch's nn.Embedding; else None."""
+    if not config.conditional:
+        return None
+    return Embed(NUM_CLASSES, LABEL_EMBED_DIM, embedding_init=nnx.initializers.normal(1.0), rngs=rngs)
+
+
 class Generator(nnx.Module):
-    """z (B, latent_dim) ~ N(0, I) -> images (B, 28, 28, 1) in [-1, 1], in the compute dtype."""
+    """z (B, latent_dim) ~ N(0, I) [and labels (B,) int, --conditional] -> images (B, 28, 28, 1) in [-1, 1],
+    in the compute dtype."""
 
     def __init__(self, config: Config, rngs: nnx.Rngs):
-        widths = (config.latent_dim, *config.g_hidden_sizes, IMAGE_SIZE)
+        self.label_embed = _label_embed(config, rngs)
+        in_width = config.latent_dim + (LABEL_EMBED_DIM if config.conditional else 0)
+        widths = (in_width, *config.g_hidden_sizes, IMAGE_SIZE)
         self.num_layers = len(widths) - 1
         for i in range(self.num_layers):
             setattr(self, f"fc{i + 1}", _linear(widths[i], widths[i + 1], config, rngs))
 
-    def __call__(self, z: jax.Array) -> jax.Array:
+    def __call__(self, z: jax.Array, labels: jax.Array | None = None) -> jax.Array:
         h = z  # (B, latent_dim)
+        if self.label_embed is not None:
+            h = jnp.concatenate([h, self.label_embed(labels)], axis=1)  # (B, latent_dim + 10)
         for i in range(1, self.num_layers):
             h = jax.nn.relu(getattr(self, f"fc{i}")(h))  # (B, 256) then (B, 512)
         h = jnp.tanh(getattr(self, f"fc{self.num_layers}")(h))  # (B, 784) in [-1, 1]
@@ -74,17 +95,21 @@ class Generator(nnx.Module):
 
 
 class Discriminator(nnx.Module):
-    """images (B, 28, 28, 1) -> logits (B,) in the compute dtype: no sigmoid inside, the losses use log-sigmoid."""
+    """images (B, 28, 28, 1) [and labels (B,) int, --conditional] -> logits (B,) in the compute dtype:
+    no sigmoid inside, the losses use log-sigmoid."""
 
     def __init__(self, config: Config, rngs: nnx.Rngs):
-        widths = (IMAGE_SIZE, *config.d_hidden_sizes, 1)
+        self.label_embed = _label_embed(config, rngs)
+        widths = (IMAGE_SIZE + (LABEL_EMBED_DIM if config.conditional else 0), *config.d_hidden_sizes, 1)
         self.num_layers = len(widths) - 1
         self.leaky_slope = config.leaky_slope
         for i in range(self.num_layers):
             setattr(self, f"fc{i + 1}", _linear(widths[i], widths[i + 1], config, rngs))
 
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, labels: jax.Array | None = None) -> jax.Array:
         h = x.reshape(x.shape[0], IMAGE_SIZE)  # (B, 784)
+        if self.label_embed is not None:
+            h = jnp.concatenate([h, self.label_embed(labels)], axis=1)  # (B, 784 + 10)
         for i in range(1, self.num_layers):
             h = jax.nn.leaky_relu(getattr(self, f"fc{i}")(h), self.leaky_slope)  # (B, 512) then (B, 256)
         return getattr(self, f"fc{self.num_layers}")(h)[:, 0]  # (B,) logits

@@ -29,18 +29,21 @@ FORMAT = "gan_torch-checkpoint-v1"
 
 # ----------------------------------------------------------------------------- neutral weights
 def _neutral_items(G: nn.Module, D: nn.Module, G_ema: nn.Module | None = None):
-    """(neutral key, torch parameter) pairs: `fc1.weight` of G is `generator.fc1.kernel`, and so on."""
+    """(neutral key, torch parameter) pairs: `fc1.weight` of G is `generator.fc1.kernel`, and so on;
+    an nn.Embedding's weight (classes, dim) is `.embedding`, in the same layout as flax's."""
     nets = (("generator", G), ("discriminator", D), (EMA_NET, G_ema))
     for net, module in ((net, module) for net, module in nets if module is not None):
         for name, param in module.named_parameters():
             layer, kind = name.rsplit(".", 1)
-            yield f"{net}.{layer}.{'kernel' if kind == 'weight' else kind}", param
+            if kind == "weight":
+                kind = "embedding" if isinstance(module.get_submodule(layer), nn.Embedding) else "kernel"
+            yield f"{net}.{layer}.{kind}", param
 
 
 def export_weights(G: nn.Module, D: nn.Module, grads: bool = False,
                    G_ema: nn.Module | None = None) -> dict[str, np.ndarray]:
     """Torch params (or with grads=True their .grad) -> neutral tensors (`generator_ema.…` too for an EMA);
-    nn.Linear's (out, in) weight is transposed."""
+    nn.Linear's (out, in) weight is transposed (an embedding's is not)."""
     out = {}
     for key, param in _neutral_items(G, D, G_ema):
         value = (param.grad if grads else param).detach().numpy()
