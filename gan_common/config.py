@@ -26,6 +26,8 @@ ARCHS = ("mlp", "dcgan")
 D_NORMS = ("batch", "spectral", "none")
 # (H, W, C) of each dataset's images: the models are built for the run's shape.
 IMAGE_SHAPES = {"mnist": (28, 28, 1), "fashion_mnist": (28, 28, 1), "kmnist": (28, 28, 1)}
+NUM_CLASSES = 10  # every dataset here (MNIST, Fashion-MNIST, KMNIST) has ten classes, labelled 0..9
+LABEL_EMBED_DIM = 10  # --conditional: a learned vector per class; 10-d can keep 10 classes apart, small next to z's 100
 
 
 def _field(default: Any, help: str, **extra: Any) -> Any:
@@ -55,6 +57,10 @@ class Config:
         choices=D_NORMS,
     )
     leaky_slope: float = _field(0.2, "negative slope of D's LeakyReLU (the seed's 0.2)")
+    conditional: bool = _field(
+        False, "class-conditional G and D (Mirza & Osindero 2014): a learned label embedding is concatenated to z "
+        "and to D's flattened image, and `sample --label K` draws class K (off: the unconditional GAN)"
+    )
     # --- the game ---
     g_loss: str = _field(
         "non_saturating",
@@ -80,6 +86,10 @@ class Config:
     beta2: float = _field(0.999, "Adam beta2 of both nets (PyTorch's default 0.999)")
     adam_eps: float = _field(1e-8, "Adam epsilon, added to sqrt(v) as PyTorch and optax both do")
     batch_size: int = _field(64, "images per step for D's real half; G and D's fake half draw as many noise vectors")
+    ema_decay: float = _field(
+        0.0, "decay of an exponential moving average of G's weights, which then draws the samples and evaluations "
+        "(smoother than G's last step; 0: off; typical 0.999)"
+    )
     # --- the run ---
     steps: int = _field(0, "total training steps of the run, counted from step 0 (0: use --epochs)")
     epochs: float = _field(
@@ -216,9 +226,9 @@ def validate(config: Config) -> Config:
         raise UserError(f"--lr must be > 0, got {c.lr}")
     if not c.adam_eps > 0:
         raise UserError(f"--adam-eps must be > 0, got {c.adam_eps}")
-    for name in ("beta1", "beta2"):
+    for name in ("beta1", "beta2", "ema_decay"):
         if not 0.0 <= getattr(c, name) < 1.0:
-            raise UserError(f"--{name} must be in [0, 1), got {getattr(c, name)}")
+            raise UserError(f"--{_flag(name)} must be in [0, 1), got {getattr(c, name)}")
     if not c.leaky_slope >= 0:
         raise UserError(f"--leaky-slope must be >= 0, got {c.leaky_slope}")
     _validate_losses(c)
@@ -255,6 +265,9 @@ def _validate_arch(c: Config) -> None:
                 raise UserError(f"--{_flag(name)} applies only to --arch {arch}, got --arch {c.arch}; drop it")
     if c.arch != "dcgan":
         return
+    if c.conditional:
+        raise UserError("--conditional with --arch dcgan needs a projection discriminator, not yet available; "
+                        "use --arch mlp")
     if c.d_norm == "spectral":
         raise UserError("--d-norm spectral is not yet available; use --d-norm batch or none")
     if c.precision != "float32":

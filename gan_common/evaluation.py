@@ -4,6 +4,8 @@ A backend supplies one function, `features_and_probs(images (N, 28, 28, 1) float
 -> (feats (N, 128), probs (N, 10))` (see gan_common.classifier_spec); everything else (input
 checks, the real references, the metric maths of gan_common.metrics, the evaluate CLI) is here,
 so both backends report the same numbers under the same keys.
+For a conditional generator, images come with the classes they were asked for (labels) and the
+numbers gain CLASS_ACC_KEYS: per class k, the share the classifier calls k, and their mean.
 FID falls with N, so compare fid_mnist only at the same N (10000, the size of the reference).
 """
 
@@ -32,6 +34,8 @@ METRIC_KEYS = (
     "recall",
     "num_samples",
 )
+# --conditional: accuracy of the generated digits per requested class, and its mean over the ten.
+CLASS_ACC_KEYS = tuple(f"class_acc_{k}" for k in range(10)) + ("class_acc_mean",)
 REFERENCES = ("test", "train")
 REFERENCE_SIZE = 10_000
 MIN_SAMPLES = 10  # k-NN radii need > 3 points and covariances a few; below ~5000 the numbers are noisy anyway
@@ -116,23 +120,28 @@ class Evaluator:
             self._references[name] = {"feats": feats, "probs": probs, "labels": labels, "mu": mu, "sigma": sigma}
         return self._references[name]
 
-    def evaluate_images(self, images: np.ndarray, reference: str = "test", seed: int = 0) -> dict[str, float | int]:
-        """All metrics of (N, 28, 28, 1) images in [-1, 1] against 10k real MNIST images, as one flat dict."""
+    def evaluate_images(self, images: np.ndarray, reference: str = "test", seed: int = 0,
+                        labels: np.ndarray | None = None) -> dict[str, float | int]:
+        """All metrics of (N, 28, 28, 1) images in [-1, 1] against 10k real MNIST images, as one flat dict;
+        with `labels` (N,), the classes a conditional G was asked for, also CLASS_ACC_KEYS."""
         feats, probs = self.features_and_probs(check_images(images))  # (N, 128), (N, 10)
-        return score(feats, probs, self.reference_outputs(reference), seed=seed)
+        out = score(feats, probs, self.reference_outputs(reference), seed=seed)
+        return out if labels is None else {**out, **metrics.per_class_accuracy(probs.argmax(1), labels)}
 
-    def fid_and_coverage(self, images: np.ndarray) -> dict[str, float | int]:
-        """The cheap pair for logging during training: FID against the test set and classes covered.
+    def fid_and_coverage(self, images: np.ndarray, labels: np.ndarray | None = None) -> dict[str, float | int]:
+        """The cheap pair for logging during training: FID against the test set and classes covered
+        (and with `labels`, the classes a conditional G was asked for, CLASS_ACC_KEYS).
 
         No k-NN or KID subsets, so a few thousand images cost a second or two on a CPU. FID at a
         given N is comparable only with FID at the same N.
         """
         ref = self.reference_outputs("test")
         feats, probs = self.features_and_probs(check_images(images))
-        return {
+        out = {
             "fid_mnist": metrics.frechet_distance_from_moments(*metrics.feature_moments(feats), ref["mu"], ref["sigma"]),
             "classes_covered": metrics.mode_coverage(probs.argmax(1), ref["labels"])["classes_covered"],
         }
+        return out if labels is None else {**out, **metrics.per_class_accuracy(probs.argmax(1), labels)}
 
     def real_baselines(self, seed: int = 0) -> dict[str, float | int]:
         """The floor: the first 10k training images scored against the 10k test images, plus
@@ -144,12 +153,13 @@ class Evaluator:
 
 
 # ------------------------------------------------------------------ the evaluate CLI of both backends
-def generate_images(generate: Callable[[np.ndarray], np.ndarray], latent_dim: int, num: int, seed: int) -> np.ndarray:
+def generate_images(generate: Callable[..., np.ndarray], latent_dim: int, num: int, seed: int,
+                    labels: np.ndarray | None = None) -> np.ndarray:
     """`num` images from a backend's `load_generator` function (it batches itself), z ~ N(0, I)
-    from `seed` as in the sample CLI, so either backend sees the same z."""
+    from `seed` as in the sample CLI, so either backend sees the same z; `labels` (num,) for a conditional G."""
     from gan_common.sampling import sample_noise
 
-    return np.asarray(generate(sample_noise(num, latent_dim, seed)))  # (N, 28, 28, 1)
+    return np.asarray(generate(sample_noise(num, latent_dim, seed), labels))  # (N, 28, 28, 1)
 
 
 def evaluate_main(argv: Sequence[str] | None, prog: str, evaluator: Evaluator, load_generator: Callable) -> int:
@@ -161,11 +171,13 @@ def evaluate_main(argv: Sequence[str] | None, prog: str, evaluator: Evaluator, l
     source.add_argument("--samples", help=".npy of (N, 28, 28, 1) float32 images in [-1, 1]")
     source.add_argument("--checkpoint", help="a run dir, a checkpoint dir or a neutral weights.safetensors")
     source.add_argument("--real-baselines", action="store_true", help="score 10k training images (the floor)")
-    parser.add_argument("--num", type=int, default=REFERENCE_SIZE, help="images to draw with --checkpoint")
+    parser.add_argument("--num", type=int, default=REFERENCE_SIZE, help="images to draw with --checkpoint "
+                        "(a conditional model: classes 0..9 cycling, each scored apart as class_acc_K)")
     parser.add_argument("--seed", type=int, default=0, help="seed of z for --checkpoint and of KID's subsets")
     parser.add_argument("--reference", default="test", choices=REFERENCES, help="10k real images to compare with")
     parser.add_argument("--json", help="also write the metrics as one flat JSON object here")
     args = parser.parse_args(argv)
+    labels = None  # the classes asked of a conditional checkpoint's G
     if args.real_baselines:
         results = evaluator.real_baselines(args.seed)
     else:
@@ -173,10 +185,15 @@ def evaluate_main(argv: Sequence[str] | None, prog: str, evaluator: Evaluator, l
             if args.num < MIN_SAMPLES:
                 raise UserError(f"--num {args.num} is too small; the metrics need at least {MIN_SAMPLES} images")
             generate, config = load_generator(args.checkpoint)
-            images = check_images(generate_images(generate, config.latent_dim, args.num, args.seed), "generated images")
+            if config.conditional:  # classes 0..9 cycling: num / 10 of each, scored per class too
+                from gan_common.sampling import sample_labels
+
+                labels = sample_labels(args.num)
+            images = check_images(generate_images(generate, config.latent_dim, args.num, args.seed, labels),
+                                  "generated images")
         else:
             images = load_samples(args.samples)
-        results = evaluator.evaluate_images(images, args.reference, seed=args.seed)
+        results = evaluator.evaluate_images(images, args.reference, seed=args.seed, labels=labels)
     print(format_table(results))
     if args.json:
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)

@@ -45,13 +45,14 @@ class Backend(Protocol):
         """Wait for and return `run`'s metrics as a float64 (num_steps, 4) array (METRIC_NAMES)."""
 
     def sample(self) -> np.ndarray:
-        """Images (64, H, W, C) in [-1, 1] from the run's fixed noise batch."""
+        """Images (64, H, W, C) in [-1, 1] from the run's fixed noise batch; with --conditional (80, H, W, C),
+        gan_common.sampling.class_grid_inputs: ten rows of 8, row k class k, one fixed z per column."""
 
     def save_checkpoint(self) -> str:
         """Write a checkpoint at `self.step` atomically; return its path."""
 
-    def generate(self, z: np.ndarray) -> np.ndarray:
-        """Images (N, H, W, C) in [-1, 1] from noise z (N, latent_dim), for --eval-every."""
+    def generate(self, z: np.ndarray, labels: np.ndarray | None = None) -> np.ndarray:
+        """Images (N, H, W, C) in [-1, 1] from noise z (N, latent_dim) (and classes (N,), --conditional), for --eval-every."""
 
 
 def prepare_run(config: Config, given: set[str], primary: bool = True) -> Config:
@@ -108,13 +109,15 @@ def _next_boundary(step: int, every: int) -> int:
 
 
 def train_loop(config: Config, backend: Backend, total_steps: int, steps_per_epoch: int, backend_name: str,
-               evaluator: Callable[[np.ndarray], dict] | None = None) -> dict:
+               evaluator: Callable[..., dict] | None = None) -> dict:
     """Drive `backend` to `total_steps`, writing every run output; return the last logged metrics.
 
-    `evaluator(images) -> dict` (e.g. FID-MNIST and coverage) runs every `config.eval_every`
+    `evaluator(images, labels) -> dict` (e.g. FID-MNIST and coverage) runs every `config.eval_every`
     steps on `config.eval_samples` images from a fixed noise set; its keys join that log line.
+    With --conditional the images are of classes 0..9 cycling (labels), and the evaluator adds
+    their per-class accuracy (class_acc_0..9, class_acc_mean); otherwise labels is None.
     """
-    from gan_common.sampling import sample_noise
+    from gan_common.sampling import CLASS_GRID_COLUMNS, sample_labels, sample_noise
     from tqdm import tqdm
 
     out = config.out_dir
@@ -145,7 +148,7 @@ def train_loop(config: Config, backend: Backend, total_steps: int, steps_per_epo
                     **{k: float(v) for k, v in zip(METRIC_NAMES, rows.mean(axis=0))},
                     "steps_per_s": rate, "wall_time": time.time(), "elapsed_s": time.time() - t_start}
             if evaluator is not None and config.eval_every and step % config.eval_every == 0:
-                last.update(evaluator(backend.generate(eval_z)))
+                last.update(evaluator(backend.generate(eval_z, eval_labels), eval_labels))
                 t_log = time.perf_counter()  # evaluation time is not training time
             metrics_file.write(json.dumps(last) + "\n")
             metrics_file.flush()
@@ -153,6 +156,7 @@ def train_loop(config: Config, backend: Backend, total_steps: int, steps_per_epo
                             Dx=f"{last['d_real']:.2f}", DGz=f"{last['d_fake']:.2f}", refresh=False)
 
         eval_z = sample_noise(config.eval_samples, config.latent_dim, seed=config.seed + 1) if evaluator else None
+        eval_labels = sample_labels(config.eval_samples) if evaluator and config.conditional else None
         saved_step = backend.step
         while backend.step < total_steps and not sigint.requested:
             step = backend.step
@@ -168,7 +172,8 @@ def train_loop(config: Config, backend: Backend, total_steps: int, steps_per_epo
             if stop % config.sample_every == 0 or at_end:
                 grid = backend.sample()  # every process: sampling is one program over the whole mesh
                 if primary:
-                    save_grid(grid, os.path.join(out, "samples", f"step_{stop:07d}.png"))
+                    save_grid(grid, os.path.join(out, "samples", f"step_{stop:07d}.png"),
+                              nrow=CLASS_GRID_COLUMNS if config.conditional else None)
             if do_ckpt:
                 backend.save_checkpoint()
                 saved_step = stop
@@ -188,21 +193,23 @@ def train_loop(config: Config, backend: Backend, total_steps: int, steps_per_epo
 
 
 def run_training(config: Config, workdir: str | None, given: set[str] | Sequence[str],
-                 make_backend: Callable[[Config, np.ndarray], Backend], backend_name: str,
+                 make_backend: Callable[[Config, np.ndarray, np.ndarray], Backend], backend_name: str,
                  load_evaluator: Callable[[], Callable[[np.ndarray], dict]], primary: bool = True) -> dict:
     """Each backend's `train_and_evaluate`: settle the run folder, load the data, build the
-    backend (restoring the newest checkpoint when resuming), and train to the end.
+    backend (restoring the newest checkpoint when resuming; `make_backend(config, images, labels)`),
+    and train to the end.
     `primary`: whether this process writes files (False on all but one process of a multi-process run)."""
     from gan_common.datasets import load_dataset
 
     if workdir is not None:
         config = dataclasses.replace(config, out_dir=workdir)
     config = prepare_run(config, set(given), primary)
-    images = load_dataset(config.dataset, "train", config.data_source, config.data_dir).images
+    dataset = load_dataset(config.dataset, "train", config.data_source, config.data_dir)
+    images = dataset.images
     if config.images_per_step > images.shape[0]:
         per_step = f" x --n-critic {config.n_critic}" if config.n_critic > 1 else ""
         raise UserError(f"--batch-size {config.batch_size}{per_step} exceeds the {images.shape[0]} training images")
-    backend = make_backend(config, images)
+    backend = make_backend(config, images, dataset.labels)
     evaluator = load_evaluator() if config.eval_every else None
     return train_loop(config, backend, config.total_steps(images.shape[0]), config.steps_per_epoch(images.shape[0]),
                       backend_name, evaluator)

@@ -149,6 +149,21 @@ def mode_coverage(
     return {"histogram": gen.tolist(), "classes_covered": int(covered.sum()), "class_kl": kl}
 
 
+def per_class_accuracy(pred_labels: np.ndarray, labels: np.ndarray, num_classes: int = 10) -> dict[str, float]:
+    """A conditional generator's accuracy: for each class k, the share of samples asked for k that the
+    classifier calls k (`class_acc_k`), and their unweighted mean over the classes (`class_acc_mean`).
+
+    A class no sample was asked for scores NaN, and the mean is over the classes asked for.
+    """
+    pred, labels = np.asarray(pred_labels, np.int64).ravel(), np.asarray(labels, np.int64).ravel()
+    if pred.shape != labels.shape:
+        raise ValueError(f"per_class_accuracy needs one label per prediction, got {pred.shape} and {labels.shape}")
+    accs = [float(np.mean(pred[labels == k] == k)) if np.any(labels == k) else float("nan") for k in range(num_classes)]
+    out = {f"class_acc_{k}": acc for k, acc in enumerate(accs)}
+    out["class_acc_mean"] = float(np.nanmean(accs)) if not np.all(np.isnan(accs)) else float("nan")
+    return out
+
+
 def _sq_dists(a: np.ndarray, b: np.ndarray, b_sq: np.ndarray) -> np.ndarray:
     """Squared Euclidean distances (len(a), len(b)), clipped at 0 against cancellation."""
     return np.maximum((a * a).sum(1)[:, None] + b_sq[None, :] - 2.0 * (a @ b.T), 0.0)

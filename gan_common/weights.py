@@ -4,7 +4,11 @@ safetensors, float32, one tensor per parameter, keys `generator.<layer>.kernel|b
 `discriminator.<layer>.kernel|bias`, dense kernels in (in, out) layout, convolution kernels
 HWIO, a transposed convolution's kernel the HWIO kernel of the convolution it is the transpose
 of, (kh, kw, out, in); BatchNorm layers `.scale`, `.bias` and their running statistics `.mean`,
-`.var` (torch's unbiased running variance). Images are NHWC. The run's config rides along as metadata so that a reader can rebuild the models without the run folder.
+`.var` (torch's unbiased running variance). Images are NHWC. A run with --ema-decay adds the
+moving average of G's parameters as `generator_ema.<layer>.kernel|bias|scale`, which sampling
+and evaluation then use (`sampling_tensors`); the EMA averages parameters only, so a BatchNorm
+G samples with its live running statistics, `generator.<layer>.mean|var`. The run's config
+rides along as metadata so that a reader can rebuild the models without the run folder.
 Each backend converts to and from its own layout at its boundary.
 """
 
@@ -20,6 +24,7 @@ from gan_common.config import Config
 from gan_common.errors import UserError
 
 WEIGHTS_FILE = "weights.safetensors"
+EMA_NET = "generator_ema"  # the neutral name of G's EMA: keys generator_ema.<layer>.kernel|bias
 
 
 def mlp_layer_names(num_hidden: int) -> tuple[str, ...]:
@@ -54,6 +59,18 @@ def load_weights(path: str) -> tuple[dict[str, np.ndarray], Config]:
     raw = json.loads(meta["config"])
     names = {f.name for f in dataclasses.fields(Config)}
     return tensors, Config(**{k: v for k, v in raw.items() if k in names})
+
+
+def sampling_tensors(tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The weights to sample and evaluate with: G's EMA in place of `generator.*` when the file holds one.
+
+    The EMA holds parameters only: keys it lacks (a BatchNorm's running `.mean`, `.var`) stay G's own.
+    """
+    prefix = EMA_NET + "."
+    ema = {"generator." + k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+    if not ema:
+        return tensors
+    return {**{k: v for k, v in tensors.items() if not k.startswith(prefix)}, **ema}
 
 
 # ----------------------------------------------------------------------------- checkpoint folders

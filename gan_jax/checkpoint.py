@@ -1,9 +1,10 @@
 """Checkpoints (orbax) and the neutral weight file, for the JAX backend.
 
 Layout, shared with gan_torch: `<out>/checkpoints/<step>/` holds orbax's `state` (params,
-BatchNorm running statistics, both Adam states, step, run key) and `meta` (JSON), plus `weights.safetensors`, the neutral
-file either backend can sample from. Orbax writes each step to a temporary folder and
-renames it when complete, so a crash never leaves a half-written checkpoint.
+BatchNorm running statistics, both Adam states, step, run key, and G's EMA with --ema-decay) and
+`meta` (JSON), plus `weights.safetensors`, the neutral file either backend can sample from. Orbax
+writes each step to a temporary folder and renames it when complete, so a crash never leaves a
+half-written checkpoint.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ import numpy as np
 from flax import nnx
 
 from gan_common.errors import UserError
-from gan_common.weights import WEIGHTS_FILE, latest_step_dir, load_weights, resolve_weights_file, save_weights
+from gan_common.weights import (EMA_NET, WEIGHTS_FILE, latest_step_dir, load_weights, resolve_weights_file,
+                                 sampling_tensors, save_weights)
 from gan_jax import parallel
 
 KEEP = 3  # newest checkpoints kept; older ones are deleted by orbax
@@ -34,10 +36,14 @@ def _manager(root: str, create: bool):
 # (in, out), Conv kernels HWIO, ConvTranspose kernels (transpose_kernel=True) the HWIO kernel of the
 # convolution they transpose, (kh, kw, out, in).
 def export_weights(g_params: nnx.State, d_params: nnx.State, g_stats: nnx.State | None = None,
-                   d_stats: nnx.State | None = None) -> dict[str, np.ndarray]:
-    """Flax params (and running statistics, when given) -> neutral tensors."""
+                   d_stats: nnx.State | None = None, g_ema: nnx.State | None = None) -> dict[str, np.ndarray]:
+    """Flax params (and running statistics, and G's EMA as `generator_ema.…`, when given) -> neutral tensors.
+
+    The EMA holds parameters only: a sampler takes the running statistics from `generator.…`.
+    """
     out = {}
-    for net, states in (("generator", (g_params, g_stats)), ("discriminator", (d_params, d_stats))):
+    nets = (("generator", (g_params, g_stats)), ("discriminator", (d_params, d_stats)), (EMA_NET, (g_ema,)))
+    for net, states in nets:
         for state in states:
             if state is not None:
                 for name, value in _flat(nnx.to_pure_dict(state)).items():
@@ -90,15 +96,22 @@ def save(root: str, gan, state) -> str:
     step = int(parallel.to_host(state.step))
     with _manager(root, create=True) as mngr:
         mngr.save(step, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state._asdict()),
+            state=ocp.args.StandardSave(_stored(state)),
             meta=ocp.args.JsonSave({"step": step, "backend": "gan_jax", "config": gan.config.to_json()}),
         ), force=True)
         mngr.wait_until_finished()
     folder = os.path.join(root, str(step))
     if parallel.is_primary():
         save_weights(os.path.join(folder, WEIGHTS_FILE),
-                     export_weights(state.g_params, state.d_params, state.g_stats, state.d_stats), gan.config)
+                     export_weights(state.g_params, state.d_params, state.g_stats, state.d_stats, state.g_ema),
+                     gan.config)
     return folder
+
+
+def _stored(state) -> dict:
+    """The state's fields orbax stores: all but those the config switches off (None: g_ema without
+    --ema-decay), so a run without EMA writes, and resumes, checkpoints laid out as before EMA existed."""
+    return {name: value for name, value in state._asdict().items() if value is not None}
 
 
 def restore_latest(root: str, target):
@@ -111,7 +124,7 @@ def restore_latest(root: str, target):
     if not os.path.isdir(os.path.join(folder, "state")):
         raise UserError(f"checkpoint {folder} holds no orbax state (written by gan_torch?); "
                         f"resume a run with the backend that trained it")
-    abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, target._asdict())
+    abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, _stored(target))
     try:
         with _manager(root, create=False) as mngr:
             restored = mngr.restore(int(os.path.basename(folder)),
@@ -120,16 +133,18 @@ def restore_latest(root: str, target):
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
         raise UserError(f"checkpoint {folder} is unreadable or corrupt ({type(e).__name__}: {first}); "
                         f"delete that step folder to resume from the one before, or start afresh")
-    return type(target)(**restored["state"])
+    return target._replace(**restored["state"])
 
 
 def load_params(path: str):
     """The config and a TrainState holding the nets (params and running statistics) of the neutral file
-    that `path` leads to; its optimiser states are fresh."""
+    that `path` leads to; its optimiser states are fresh. Its g_params are G's EMA when the run kept one
+    (what sampling and evaluation use), with G's own running statistics; its g_ema is None."""
     from gan_jax.train import create
 
     tensors, config = load_weights(resolve_weights_file(path))
+    tensors = sampling_tensors(tensors)
     _, fresh = create(config)
     g_params, d_params, g_stats, d_stats = import_weights(tensors, fresh.g_params, fresh.d_params, fresh.g_stats,
                                                           fresh.d_stats)
-    return config, fresh._replace(g_params=g_params, d_params=d_params, g_stats=g_stats, d_stats=d_stats)
+    return config, fresh._replace(g_params=g_params, d_params=d_params, g_stats=g_stats, d_stats=d_stats, g_ema=None)

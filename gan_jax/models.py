@@ -5,11 +5,13 @@ deconv1, ...), so the neutral weight file maps one to one. The MLP's initialisat
 PyTorch's nn.Linear distribution, U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weights and biases;
 the DCGAN's is the paper's, N(0, 0.02) for kernels and N(1, 0.02) for BatchNorm scales, in
 both backends. So independently initialised runs of the two backends play statistically the
-same game.
+same game. With --conditional (MLP only), each net also has `label_embed`, a (10, 10) table
+initialised N(0, 1) like torch's nn.Embedding.
 
 Every net takes `train`: True normalises with the batch's statistics and updates the running
 ones (BatchStat variables), False uses the running statistics and changes nothing (sampling,
-evaluation). The MLP has no statistics: its two modes are the same function.
+evaluation). The MLP has no statistics: its two modes are the same function. Every net also
+takes `labels` (B,) int: the conditional MLP reads them; the others ignore them.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from gan_common.config import Config
+from gan_common.config import LABEL_EMBED_DIM, NUM_CLASSES, Config
 
 IMAGE_SHAPE = (28, 28, 1)  # the MLP's default; nets are built for config.image_shape
 IMAGE_SIZE = 28 * 28
@@ -62,18 +64,39 @@ def _linear(n_in: int, n_out: int, config: Config, rngs: nnx.Rngs) -> Linear:
                   preferred_element_type=None if dtype is None else jnp.float32, rngs=rngs)
 
 
+class Embed(nnx.Embed):
+    """A label's row of the table, in the table's own dtype (nnx.Embed casts to the dtype it was built
+    with, float32, which would round the float64 parity runs); the first Linear casts for --precision bf16."""
+
+    def __call__(self, labels: jax.Array) -> jax.Array:
+        return jnp.take(self.embedding[...], labels, axis=0)  # (B,) int -> (B, LABEL_EMBED_DIM)
+
+
+def _label_embed(config: Config, rngs: nnx.Rngs) -> Embed | None:
+    """--conditional: the (NUM_CLASSES, LABEL_EMBED_DIM) table, N(0, 1) as torch's nn.Embedding; else None."""
+    if not config.conditional:
+        return None
+    return Embed(NUM_CLASSES, LABEL_EMBED_DIM, embedding_init=nnx.initializers.normal(1.0), rngs=rngs)
+
+
 class Generator(nnx.Module):
-    """z (B, latent_dim) ~ N(0, I) -> images (B, 28, 28, 1) in [-1, 1], in the compute dtype."""
+    """z (B, latent_dim) ~ N(0, I) [and labels (B,) int, --conditional] -> images (B, 28, 28, 1) in [-1, 1],
+    in the compute dtype."""
 
     def __init__(self, config: Config, rngs: nnx.Rngs):
         self.image_shape = config.image_shape
-        widths = (config.latent_dim, *config.g_hidden_sizes, math.prod(self.image_shape))
+        self.label_embed = _label_embed(config, rngs)
+        in_width = config.latent_dim + (LABEL_EMBED_DIM if config.conditional else 0)
+        widths = (in_width, *config.g_hidden_sizes, math.prod(self.image_shape))
         self.num_layers = len(widths) - 1
         for i in range(self.num_layers):
             setattr(self, f"fc{i + 1}", _linear(widths[i], widths[i + 1], config, rngs))
 
-    def __call__(self, z: jax.Array, train: bool = False) -> jax.Array:  # no statistics: train changes nothing
+    def __call__(self, z: jax.Array, labels: jax.Array | None = None, train: bool = False) -> jax.Array:
+        # no statistics: train changes nothing
         h = z  # (B, latent_dim)
+        if self.label_embed is not None:
+            h = jnp.concatenate([h, self.label_embed(labels)], axis=1)  # (B, latent_dim + 10)
         for i in range(1, self.num_layers):
             h = jax.nn.relu(getattr(self, f"fc{i}")(h))  # (B, 256) then (B, 512)
         h = jnp.tanh(getattr(self, f"fc{self.num_layers}")(h))  # (B, 784) in [-1, 1]
@@ -81,17 +104,23 @@ class Generator(nnx.Module):
 
 
 class Discriminator(nnx.Module):
-    """images (B, 28, 28, 1) -> logits (B,) in the compute dtype: no sigmoid inside, the losses use log-sigmoid."""
+    """images (B, 28, 28, 1) [and labels (B,) int, --conditional] -> logits (B,) in the compute dtype:
+    no sigmoid inside, the losses use log-sigmoid."""
 
     def __init__(self, config: Config, rngs: nnx.Rngs):
-        widths = (math.prod(config.image_shape), *config.d_hidden_sizes, 1)
+        self.label_embed = _label_embed(config, rngs)
+        image_size = math.prod(config.image_shape)
+        widths = (image_size + (LABEL_EMBED_DIM if config.conditional else 0), *config.d_hidden_sizes, 1)
         self.num_layers = len(widths) - 1
         self.leaky_slope = config.leaky_slope
         for i in range(self.num_layers):
             setattr(self, f"fc{i + 1}", _linear(widths[i], widths[i + 1], config, rngs))
 
-    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:  # no statistics: train changes nothing
+    def __call__(self, x: jax.Array, labels: jax.Array | None = None, train: bool = False) -> jax.Array:
+        # no statistics: train changes nothing
         h = x.reshape(x.shape[0], -1)  # (B, 784)
+        if self.label_embed is not None:
+            h = jnp.concatenate([h, self.label_embed(labels)], axis=1)  # (B, 784 + 10)
         for i in range(1, self.num_layers):
             h = jax.nn.leaky_relu(getattr(self, f"fc{i}")(h), self.leaky_slope)  # (B, 512) then (B, 256)
         return getattr(self, f"fc{self.num_layers}")(h)[:, 0]  # (B,) logits
@@ -170,7 +199,8 @@ class DcganGenerator(nnx.Module):
         self.bn1 = BatchNorm(c, rngs)
         self.deconv2 = _deconv(c, channels, rngs)
 
-    def __call__(self, z: jax.Array, train: bool = False) -> jax.Array:
+    def __call__(self, z: jax.Array, labels: jax.Array | None = None, train: bool = False) -> jax.Array:
+        del labels  # unconditional: validate refuses --conditional with --arch dcgan
         h = self.fc(z).reshape(-1, *self.start)  # (B, 7, 7, 2c): the flat index is NHWC's, (h, w, c)
         h = jax.nn.relu(self.bn0(h, train))
         h = jax.nn.relu(self.bn1(self.deconv1(h), train))  # (B, 14, 14, c)
@@ -189,7 +219,8 @@ class DcganDiscriminator(nnx.Module):
         self.bn2 = BatchNorm(2 * c, rngs) if config.d_batch_norm else None
         self.fc = _dcgan_linear((height // 4) * (width // 4) * 2 * c, 1, rngs)
 
-    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    def __call__(self, x: jax.Array, labels: jax.Array | None = None, train: bool = False) -> jax.Array:
+        del labels  # unconditional: validate refuses --conditional with --arch dcgan
         h = jax.nn.leaky_relu(self.conv1(x), self.leaky_slope)  # (B, 14, 14, c)
         h = self.conv2(h)  # (B, 7, 7, 2c)
         if self.bn2 is not None:

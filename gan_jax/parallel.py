@@ -35,20 +35,19 @@ def init_runtime(config: Config) -> None:
     """
     if config.num_processes != 1:
         _init_distributed(config)
-    if config.devices > 1 and _can_set_cpu_devices():
+    if config.devices > 1 and _cpu_device_count_unset():
         # Affects only the CPU backend: on a GPU machine the mesh is built from GPUs and
         # these extra CPU devices are never used. On a CPU-only machine they simulate devices.
-        jax.config.update("jax_num_cpu_devices", config.devices)
+        try:
+            jax.config.update("jax_num_cpu_devices", config.devices)
+        except RuntimeError:  # JAX already computed in this process: too late; make_mesh says what to do
+            pass
 
 
-def _can_set_cpu_devices() -> bool:
-    from jax._src import xla_bridge
-
-    if xla_bridge.backends_are_initialized():  # an earlier computation in this process: too late
-        return False
+def _cpu_device_count_unset() -> bool:
     if "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", ""):
         return False  # the user chose the count with XLA's own flag
-    return jax.config.jax_num_cpu_devices in (-1, None)
+    return getattr(jax.config, "jax_num_cpu_devices", -1) in (-1, None)
 
 
 def _init_distributed(config: Config) -> None:

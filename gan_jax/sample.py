@@ -2,6 +2,7 @@
 
     python -m gan_jax.sample --checkpoint runs/mnist --num 64 --out grid.png
     python -m gan_jax.sample --checkpoint runs/mnist --num 10000 --out samples.npy
+    python -m gan_jax.sample --checkpoint runs/cmnist --label 7 --out sevens.png   (a --conditional run)
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from gan_common.sampling import parse_sample_args, write_samples
 
 
 def load_generator(path: str) -> tuple[Callable[[np.ndarray], np.ndarray], Config]:
-    """`generate(z (N, latent_dim) float32) -> (N, 28, 28, 1) float32 in [-1, 1]`, and the run config."""
+    """`generate(z (N, latent_dim) float32, labels (N,) int or None) -> (N, 28, 28, 1) float32 in [-1, 1]`,
+    and the run config; labels are the classes of a --conditional model (None otherwise)."""
     from gan_jax.checkpoint import load_params
     from gan_jax.train import create
 
@@ -26,9 +28,11 @@ def load_generator(path: str) -> tuple[Callable[[np.ndarray], np.ndarray], Confi
     gan, _ = create(config)
     apply = jax.jit(gan.generate)  # eval mode: BatchNorm uses the running statistics
 
-    def generate(z: np.ndarray, batch: int = 4096) -> np.ndarray:
-        return np.concatenate([np.asarray(apply(state.g_params, state.g_stats, z[i:i + batch]), np.float32)
-                               for i in range(0, len(z), batch)])
+    def generate(z: np.ndarray, labels: np.ndarray | None = None, batch: int = 4096) -> np.ndarray:
+        rows = [slice(i, i + batch) for i in range(0, len(z), batch)]
+        return np.concatenate([np.asarray(apply(state.g_params, state.g_stats, z[r],
+                                                None if labels is None else labels[r]), np.float32)
+                               for r in rows])
 
     return generate, config
 

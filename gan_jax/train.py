@@ -5,7 +5,10 @@ One step is Goodfellow et al. (2014), Algorithm 1, with k = --n-critic D updates
      its --loss on D(x) and D(G(z_d)) (gan: ascends log D(x) + log(1 - D(G(z_d)))), plus the
      gradient penalty (wgan_gp) or R1 (--r1-weight) where the config asks for one;
   2. fresh noise z_g; G descends its loss on D(G(z_g)) (gan: -log D(G(z_g)) non-saturating or
-     log(1 - D(G(z_g))) minimax), through the D just updated.
+     log(1 - D(G(z_g))) minimax), through the D just updated;
+  3. with --ema-decay d, the moving average of G's weights takes the new G: ema <- d ema + (1 - d) G.
+With --conditional, D scores (image, label) pairs: real images with their own labels, fakes
+G(z_d, y_d) and G(z_g, y_g) with labels drawn uniformly from the ten classes.
 The hot loop (`make_train_chunk`) scans K such steps in one compiled call, with the uint8
 training set resident on the device; the host only wakes between calls.
 
@@ -26,7 +29,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from gan_common.config import Config, parse_args
+from gan_common.config import NUM_CLASSES, Config, parse_args
 from gan_common.errors import cli_entry
 from gan_common.loop import CHECKPOINT_DIR, run_training
 from gan_jax import parallel
@@ -102,6 +105,9 @@ class TrainState(NamedTuple):
     d_opt: optax.OptState
     step: jax.Array  # () int32: global steps done; with `key` it fixes the noise and data order
     key: jax.Array  # (2,) uint32: the run key, jax.random.PRNGKey(seed)
+    # The EMA of G's params (--ema-decay), shaped like g_params; None (a pytree with no leaves:
+    # nothing to trace, donate or checkpoint) when the run keeps none.
+    g_ema: nnx.State | None = None
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -116,21 +122,27 @@ class Gan:
     mesh: jax.sharding.Mesh | None = None  # the batch is split over it (gan_jax.parallel); None: one device
 
     # Eval mode (sampling, evaluation, the penalties' D, which has no BatchNorm): running statistics.
-    def generate(self, g_params: nnx.State, g_stats: nnx.State, z: jax.Array) -> jax.Array:
-        return nnx.merge(self.g_def, g_params, g_stats)(z, train=False)  # (B, 28, 28, 1) in [-1, 1], compute dtype
+    # labels (B,) int: the classes for --conditional (the MLP only); None otherwise.
+    def generate(self, g_params: nnx.State, g_stats: nnx.State, z: jax.Array,
+                 labels: jax.Array | None = None) -> jax.Array:
+        # (B, 28, 28, 1) in [-1, 1], compute dtype
+        return nnx.merge(self.g_def, g_params, g_stats)(z, labels, train=False)
 
-    def discriminate(self, d_params: nnx.State, d_stats: nnx.State, x: jax.Array) -> jax.Array:
-        return _loss_dtype(nnx.merge(self.d_def, d_params, d_stats)(x, train=False))  # (B,)
+    def discriminate(self, d_params: nnx.State, d_stats: nnx.State, x: jax.Array,
+                     labels: jax.Array | None = None) -> jax.Array:
+        return _loss_dtype(nnx.merge(self.d_def, d_params, d_stats)(x, labels, train=False))  # (B,)
 
     # Train mode (every forward of a training step, as torch's modules in .train()): batch statistics,
     # and the running statistics moved by this batch come back with the output.
-    def generate_train(self, g_params: nnx.State, g_stats: nnx.State, z: jax.Array) -> tuple[jax.Array, nnx.State]:
+    def generate_train(self, g_params: nnx.State, g_stats: nnx.State, z: jax.Array,
+                       labels: jax.Array | None = None) -> tuple[jax.Array, nnx.State]:
         g = nnx.merge(self.g_def, g_params, g_stats, copy=True)  # fresh Variables: mutable at this trace level
-        return g(z, train=True), nnx.state(g, nnx.BatchStat)
+        return g(z, labels, train=True), nnx.state(g, nnx.BatchStat)
 
-    def discriminate_train(self, d_params: nnx.State, d_stats: nnx.State, x: jax.Array) -> tuple[jax.Array, nnx.State]:
+    def discriminate_train(self, d_params: nnx.State, d_stats: nnx.State, x: jax.Array,
+                           labels: jax.Array | None = None) -> tuple[jax.Array, nnx.State]:
         d = nnx.merge(self.d_def, d_params, d_stats, copy=True)
-        return _loss_dtype(d(x, train=True)), nnx.state(d, nnx.BatchStat)
+        return _loss_dtype(d(x, labels, train=True)), nnx.state(d, nnx.BatchStat)
 
 
 def _loss_dtype(logits: jax.Array) -> jax.Array:
@@ -139,7 +151,7 @@ def _loss_dtype(logits: jax.Array) -> jax.Array:
 
 
 # Streams derived from the run key with fold_in: resuming needs only (key, step).
-_INIT, _NOISE, _DATA, _FIXED, _INTERP = 0, 1, 2, 3, 4
+_INIT, _NOISE, _DATA, _FIXED, _INTERP, _LABELS = 0, 1, 2, 3, 4, 5
 
 
 def adam(config: Config) -> optax.GradientTransformation:
@@ -166,27 +178,58 @@ def create(config: Config, mesh: jax.sharding.Mesh | None = None) -> tuple[Gan, 
         d_opt=gan.d_tx.init(d_params),
         step=jnp.zeros((), jnp.int32),
         key=key,
+        g_ema=init_ema(config, g_params),
     )
     return gan, state
 
 
+# ----------------------------------------------------------------------------- G's moving average
+def init_ema(config: Config, g_params: nnx.State) -> nnx.State | None:
+    """The EMA at its start: a copy of G's params (no warm-up or bias correction); None without --ema-decay.
+
+    A copy, not the same arrays: the state is donated, and one buffer must not be donated twice.
+    """
+    return jax.tree.map(jnp.copy, g_params) if config.ema_decay else None
+
+
+def update_ema(ema: nnx.State, g_params: nnx.State, decay: float) -> nnx.State:
+    """ema <- decay * ema + (1 - decay) * g_params, leaf by leaf (gan_torch.train.update_ema's formula)."""
+    return jax.tree.map(lambda e, p: decay * e + (1 - decay) * p, ema, g_params)
+
+
+def sampling_params(state: TrainState) -> nnx.State:
+    """G's params that draw samples and evaluations: the EMA when the run keeps one, else G's own.
+
+    The EMA averages parameters only (nnx.Param: kernels, biases, BatchNorm scales and biases); a
+    DCGAN G samples in eval mode with the EMA's weights and G's live running statistics, `state.g_stats`.
+    """
+    return state.g_params if state.g_ema is None else state.g_ema
+
+
 # ----------------------------------------------------------------------------- one step
 def d_objective(gan: Gan, d_params: nnx.State, d_stats: nnx.State, x: jax.Array, fake: jax.Array,
-                eps: jax.Array | None):
-    """D's loss on one real batch x and one fake batch, plus its penalty; aux: D's real and fake logits, new d_stats."""
+                eps: jax.Array | None, labels: tuple[jax.Array, jax.Array] | None = None):
+    """D's loss on one real batch x and one fake batch, plus its penalty; aux: D's real and fake logits, new d_stats.
+
+    labels (--conditional): (y_real, y_fake), each (B,) int, the classes D is told; the penalties
+    take D at the real labels (WGAN-GP's interpolates too: D's gradient in x at a fixed class).
+    """
     config = gan.config
+    y_real, y_fake = (None, None) if labels is None else labels
     if config.d_batch_norm:
         # Real and fake batches go through D separately, each normalised by its own statistics (the
         # DCGAN recipe; one call on [real; fake] would mix them). Running statistics: real's, then fake's.
-        real, d_stats = gan.discriminate_train(d_params, d_stats, x)  # (B,)
-        fake_logits, d_stats = gan.discriminate_train(d_params, d_stats, fake)  # (B,)
+        real, d_stats = gan.discriminate_train(d_params, d_stats, x, y_real)  # (B,)
+        fake_logits, d_stats = gan.discriminate_train(d_params, d_stats, fake, y_fake)  # (B,)
     else:
         # One D call on [real; fake] (same maths, one matmul; on a mesh, concatenated per device so no row moves).
-        logits, d_stats = gan.discriminate_train(d_params, d_stats, parallel.concat_batches(x, fake, gan.mesh))
+        y_both = None if labels is None else parallel.concat_batches(y_real, y_fake, gan.mesh)  # (2B,)
+        logits, d_stats = gan.discriminate_train(d_params, d_stats, parallel.concat_batches(x, fake, gan.mesh),
+                                                 y_both)  # (2B,)
         real, fake_logits = parallel.split_batches(logits, gan.mesh)  # (B,), (B,)
     loss = d_loss_fn(real, fake_logits, config.loss)
     # The penalties' D has no batch statistics (config.validate): eval mode is the same function.
-    discriminate = functools.partial(gan.discriminate, d_params, d_stats)
+    discriminate = functools.partial(gan.discriminate, d_params, d_stats, labels=y_real)
     # Python branches on the config: the default (gan, r1 0) traces no penalty at all.
     if config.loss == "wgan_gp":
         loss = loss + gradient_penalty(discriminate, x, fake, eps, config.gp_weight)
@@ -196,24 +239,28 @@ def d_objective(gan: Gan, d_params: nnx.State, d_stats: nnx.State, x: jax.Array,
 
 
 def g_objective(gan: Gan, g_params: nnx.State, g_stats: nnx.State, d_params: nnx.State, d_stats: nnx.State,
-                z_g: jax.Array) -> tuple[jax.Array, tuple[nnx.State, nnx.State]]:
-    """G's loss on D's logits of G(z_g), both nets in train mode; D's parameters are constants here.
-    aux: the new (g_stats, d_stats), each net's running statistics moved by this forward."""
-    fake, g_stats = gan.generate_train(g_params, g_stats, z_g)
-    logits, d_stats = gan.discriminate_train(d_params, d_stats, fake)
+                z_g: jax.Array, y_g: jax.Array | None = None) -> tuple[jax.Array, tuple[nnx.State, nnx.State]]:
+    """G's loss on D's logits of G(z_g) (of (G(z_g, y_g), y_g) with --conditional), both nets in train mode;
+    D's parameters are constants here. aux: the new (g_stats, d_stats), each net's running statistics moved
+    by this forward."""
+    fake, g_stats = gan.generate_train(g_params, g_stats, z_g, y_g)
+    logits, d_stats = gan.discriminate_train(d_params, d_stats, fake, y_g)
     return g_loss_fn(logits, gan.config.g_loss, gan.config.loss), (g_stats, d_stats)
 
 
-def d_update(gan: Gan, state: TrainState, x: jax.Array, z_d: jax.Array,
-             eps: jax.Array | None) -> tuple[TrainState, jax.Array]:
+def d_update(gan: Gan, state: TrainState, x: jax.Array, z_d: jax.Array, eps: jax.Array | None,
+             y_real: jax.Array | None = None, y_d: jax.Array | None = None) -> tuple[TrainState, jax.Array]:
     """One D update on real batch x (B, ...) and fakes G(z_d); returns the new state and [d_loss, d_real, d_fake].
 
-    G runs in train mode (its running statistics move, as in torch's no-grad forward) but is not updated."""
+    G runs in train mode (its running statistics move, as in torch's no-grad forward) but is not updated.
+    y_real, y_d (--conditional): x's labels and the fakes' drawn labels, each (B,) int.
+    """
     # On a mesh, each D update's slice of an n_critic > 1 step is split over the devices anew.
-    x, z_d, eps = (parallel.shard_batch(a, gan.mesh) for a in (x, z_d, eps))
-    fake, g_stats = gan.generate_train(state.g_params, state.g_stats, z_d)  # (B, 28, 28, 1); outside grad
+    x, z_d, eps, y_real, y_d = (parallel.shard_batch(a, gan.mesh) for a in (x, z_d, eps, y_real, y_d))
+    fake, g_stats = gan.generate_train(state.g_params, state.g_stats, z_d, y_d)  # (B, 28, 28, 1); outside grad
+    labels = None if y_real is None else (y_real, y_d)
     (loss, (real_logits, fake_logits, d_stats)), grads = jax.value_and_grad(
-        lambda p: d_objective(gan, p, state.d_stats, x, fake, eps), has_aux=True)(state.d_params)
+        lambda p: d_objective(gan, p, state.d_stats, x, fake, eps, labels), has_aux=True)(state.d_params)
     updates, d_opt = gan.d_tx.update(grads, state.d_opt, state.d_params)
     metrics = jnp.stack([loss, mean_d_output(real_logits, gan.config.loss), mean_d_output(fake_logits, gan.config.loss)])
     state = state._replace(d_params=optax.apply_updates(state.d_params, updates), d_opt=d_opt, g_stats=g_stats,
@@ -222,32 +269,40 @@ def d_update(gan: Gan, state: TrainState, x: jax.Array, z_d: jax.Array,
 
 
 def train_step(
-    gan: Gan, state: TrainState, x: jax.Array, z_d: jax.Array, z_g: jax.Array, eps: jax.Array | None = None
+    gan: Gan, state: TrainState, x: jax.Array, z_d: jax.Array, z_g: jax.Array, eps: jax.Array | None = None,
+    labels: tuple[jax.Array, jax.Array, jax.Array] | None = None,
 ) -> tuple[TrainState, jax.Array]:
     """n_critic D updates then one G step on given inputs; pure, so parity tests can feed both backends alike.
 
     x: (n_critic * B, 28, 28, 1) real images in [-1, 1] and z_d: (n_critic * B, latent_dim) noise,
     D update k taking rows [k B, (k + 1) B) of each (with n_critic 1, simply a batch);
-    z_g: (B, latent_dim) noise; eps: (n_critic * B,) interpolation weights in [0, 1], wgan_gp only.
+    z_g: (B, latent_dim) noise; eps: (n_critic * B,) interpolation weights in [0, 1], wgan_gp only;
+    labels (--conditional only): (y_real, y_d, y_g) int, x's labels and the fakes' drawn classes,
+    y_real and y_d (n_critic * B,) in the rows of x and z_d, y_g (B,) with z_g.
     Returns the new state and metrics (4,) = [d_loss, g_loss, d_real, d_fake], D's three
     averaged over its updates; d_loss includes the penalty, d_real / d_fake are `mean_d_output`.
     """
     n_critic, batch = gan.config.n_critic, z_g.shape[0]
+    y_real, y_d, y_g = (None, None, None) if labels is None else labels
     if n_critic == 1:
-        state, d_metrics = d_update(gan, state, x, z_d, eps)
+        state, d_metrics = d_update(gan, state, x, z_d, eps, y_real, y_d)
     else:  # one scan over the n_critic (B, ...) slices, so the compiled step does not grow with n_critic
-        slices = jax.tree.map(lambda a: a.reshape(n_critic, batch, *a.shape[1:]), (x, z_d, eps))
+        slices = jax.tree.map(lambda a: a.reshape(n_critic, batch, *a.shape[1:]), (x, z_d, eps, y_real, y_d))
         state, d_metrics = jax.lax.scan(lambda s, inputs: d_update(gan, s, *inputs), state, slices)
         d_metrics = jnp.mean(d_metrics, axis=0)
 
     # Update G: descend its loss on D(G(z_g)) through the updated D.
     (g_loss, (g_stats, d_stats)), g_grads = jax.value_and_grad(
-        lambda p: g_objective(gan, p, state.g_stats, state.d_params, state.d_stats, z_g), has_aux=True)(state.g_params)
+        lambda p: g_objective(gan, p, state.g_stats, state.d_params, state.d_stats, z_g, y_g),
+        has_aux=True)(state.g_params)
     g_updates, g_opt = gan.g_tx.update(g_grads, state.g_opt, state.g_params)
     g_params = optax.apply_updates(state.g_params, g_updates)
+    # A Python branch on the config: without --ema-decay the step traces no EMA at all.
+    g_ema = update_ema(state.g_ema, g_params, gan.config.ema_decay) if gan.config.ema_decay else None
 
     metrics = jnp.stack([d_metrics[0], g_loss, d_metrics[1], d_metrics[2]])
-    new_state = state._replace(g_params=g_params, g_opt=g_opt, g_stats=g_stats, d_stats=d_stats, step=state.step + 1)
+    new_state = state._replace(g_params=g_params, g_opt=g_opt, g_stats=g_stats, d_stats=d_stats, step=state.step + 1,
+                               g_ema=g_ema)
     return new_state, metrics
 
 
@@ -261,6 +316,14 @@ def step_noise(key: jax.Array, step: jax.Array, batch: int, latent_dim: int,
 def step_interpolation(key: jax.Array, step: jax.Array, num: int) -> jax.Array:
     """eps (num,) ~ U(0, 1): WGAN-GP's interpolation weights for global step `step`, a stream of its own."""
     return jax.random.uniform(jax.random.fold_in(jax.random.fold_in(key, _INTERP), step), (num,))
+
+
+def step_labels(key: jax.Array, step: jax.Array, batch: int, n_critic: int = 1) -> tuple[jax.Array, jax.Array]:
+    """--conditional: the fakes' classes y_d (n_critic * B,), y_g (B,) int32, uniform over the ten, for global
+    step `step`: a stream of its own, so the noise and data order are those of the unconditional run."""
+    k_d, k_g = jax.random.split(jax.random.fold_in(jax.random.fold_in(key, _LABELS), step))
+    return (jax.random.randint(k_d, (n_critic * batch,), 0, NUM_CLASSES, jnp.int32),
+            jax.random.randint(k_g, (batch,), 0, NUM_CLASSES, jnp.int32))
 
 
 def epoch_permutation(key: jax.Array, epoch: jax.Array, num_train: int) -> jax.Array:
@@ -279,13 +342,15 @@ def scale_images(images_u8: jax.Array) -> jax.Array:
 
 # ----------------------------------------------------------------------------- the fused loop
 def make_train_chunk(gan: Gan, num_train: int):
-    """A `train_chunk(state, data, num_steps) -> (state, metrics (num_steps, 4))` running K compiled steps.
+    """A `train_chunk(state, data, num_steps, data_labels=None) -> (state, metrics (num_steps, 4))`: K compiled steps.
 
     `data` is the whole uint8 training set (N, 28, 28, 1) on the device; each step gathers
     its n_critic * B images from the epoch's permutation (step t of an epoch takes positions
     [t n_critic B, (t + 1) n_critic B), D update k the k-th B of them, so an epoch is one pass
     of D over the data), draws its noise from (key, step), and runs `train_step`. The state is
-    donated: its buffers are reused, never copied.
+    donated: its buffers are reused, never copied. With --conditional, `data_labels` is the training
+    set's (N,) int32 labels on the device: each step gathers its images' labels by the same
+    indices and draws its fakes' classes from (key, step) (`step_labels`).
     On a mesh (`gan.mesh`), state and data are replicated and each device gathers and draws
     only its slice of the batch: threefry's partitionable mode makes every slice of the noise
     equal to the same rows drawn on one device, so the run computes the same numbers on any
@@ -298,7 +363,8 @@ def make_train_chunk(gan: Gan, num_train: int):
     out_shardings = None if mesh is None else parallel.replicated(mesh)
 
     @functools.partial(jax.jit, static_argnames="num_steps", donate_argnums=(0, 1), out_shardings=out_shardings)
-    def scan_steps(state: TrainState, perm: jax.Array, data: jax.Array, num_steps: int):
+    def scan_steps(state: TrainState, perm: jax.Array, data: jax.Array, data_labels: jax.Array | None,
+                   num_steps: int):
         def body(carry, _):
             state, perm = carry
             epoch, pos = state.step // steps_per_epoch, state.step % steps_per_epoch
@@ -309,7 +375,12 @@ def make_train_chunk(gan: Gan, num_train: int):
             z_d, z_g = (parallel.shard_batch(z, mesh)
                         for z in step_noise(state.key, state.step, batch, config.latent_dim, config.n_critic))
             eps = step_interpolation(state.key, state.step, images_per_step) if config.loss == "wgan_gp" else None
-            state, metrics = train_step(gan, state, x, z_d, z_g, parallel.shard_batch(eps, mesh))
+            labels = None
+            if config.conditional:  # x's own labels, then the fakes' classes: (n_critic B,), (n_critic B,), (B,)
+                y_real = data_labels[parallel.shard_batch(idx, mesh)]
+                labels = tuple(parallel.shard_batch(y, mesh) for y in (
+                    y_real, *step_labels(state.key, state.step, batch, config.n_critic)))
+            state, metrics = train_step(gan, state, x, z_d, z_g, parallel.shard_batch(eps, mesh), labels)
             return (state, perm), metrics
 
         (state, perm), metrics = jax.lax.scan(body, (state, perm), length=num_steps)
@@ -319,11 +390,11 @@ def make_train_chunk(gan: Gan, num_train: int):
                            out_shardings=out_shardings)
     carried: list = [None, None]  # the last state returned, and its epoch's permutation
 
-    def train_chunk(state: TrainState, data: jax.Array, num_steps: int):
+    def train_chunk(state: TrainState, data: jax.Array, num_steps: int, data_labels: jax.Array | None = None):
         # Sorting 60k keys costs ~25 ms on a CPU: reuse the permutation while the caller
         # passes back the state we returned; recompute it for a fresh or restored state.
         perm = carried[1] if state is carried[0] else current_perm(state.key, state.step)
-        state, perm, metrics = scan_steps(state, perm, data, num_steps=num_steps)
+        state, perm, metrics = scan_steps(state, perm, data, data_labels, num_steps=num_steps)
         carried[:] = [state, perm]
         return state, metrics
 
@@ -341,7 +412,8 @@ class JaxBackend:
     """gan_common.loop.Backend over the fused loop: `run` queues compiled calls, never waits."""
 
     def __init__(self, config: Config, data_u8: np.ndarray, state: TrainState | None = None,
-                 mesh: jax.sharding.Mesh | None = None):
+                 mesh: jax.sharding.Mesh | None = None, labels: np.ndarray | None = None):
+        from gan_common.sampling import class_grid_inputs
         from gan_jax import checkpoint
 
         mesh = mesh if mesh is not None else parallel.make_mesh(config)
@@ -351,13 +423,20 @@ class JaxBackend:
         self.data = parallel.replicate(data_u8, mesh)  # (N, 28, 28, 1) uint8 on every device, once
         self.train_chunk = make_train_chunk(self.gan, data_u8.shape[0])
         self.z_fixed = parallel.replicate(fixed_noise(config), mesh)
-        self._sample = jax.jit(lambda g, s, z: self.gan.generate(g, s, z).astype(jnp.float32),  # eval mode
+        self.labels = self.grid_labels = None  # --conditional: the training labels, the grid's rows' classes
+        if config.conditional:
+            if labels is None:
+                raise ValueError("a --conditional run needs the training set's labels")
+            self.labels = parallel.replicate(np.asarray(labels, np.int32), mesh)  # (N,) next to the images
+            z_grid, grid_labels = class_grid_inputs(parallel.to_host(self.z_fixed))
+            self.z_fixed, self.grid_labels = (parallel.replicate(a, mesh) for a in (z_grid, grid_labels))
+        self._sample = jax.jit(lambda g, s, z, y: self.gan.generate(g, s, z, y).astype(jnp.float32),  # eval mode
                                out_shardings=parallel.replicated(mesh))
         self._checkpoint = checkpoint
         self.is_primary = parallel.is_primary()
 
     def run(self, num_steps: int) -> jax.Array:
-        self.state, metrics = self.train_chunk(self.state, self.data, num_steps=num_steps)
+        self.state, metrics = self.train_chunk(self.state, self.data, num_steps=num_steps, data_labels=self.labels)
         self.step += num_steps
         return metrics
 
@@ -365,17 +444,19 @@ class JaxBackend:
         return parallel.to_host(metrics).astype(np.float64)
 
     def sample(self) -> np.ndarray:
-        return parallel.to_host(self._sample(self.state.g_params, self.state.g_stats, self.z_fixed))
+        return parallel.to_host(self._sample(sampling_params(self.state), self.state.g_stats, self.z_fixed,
+                                             self.grid_labels))
 
-    def generate(self, z: np.ndarray) -> np.ndarray:
+    def generate(self, z: np.ndarray, labels: np.ndarray | None = None) -> np.ndarray:
         z = parallel.replicate(np.asarray(z, np.float32), self.gan.mesh)
-        return parallel.to_host(self._sample(self.state.g_params, self.state.g_stats, z))
+        labels = None if labels is None else parallel.replicate(np.asarray(labels, np.int32), self.gan.mesh)
+        return parallel.to_host(self._sample(sampling_params(self.state), self.state.g_stats, z, labels))
 
     def save_checkpoint(self) -> str:
         return self._checkpoint.save(os.path.join(self.gan.config.out_dir, CHECKPOINT_DIR), self.gan, self.state)
 
 
-def _make_backend(config: Config, images: np.ndarray) -> JaxBackend:
+def _make_backend(config: Config, images: np.ndarray, labels: np.ndarray | None = None) -> JaxBackend:
     mesh = parallel.make_mesh(config)
     state = None
     if config.resume:
@@ -384,7 +465,7 @@ def _make_backend(config: Config, images: np.ndarray) -> JaxBackend:
         _, fresh = create(config, mesh)
         state = checkpoint.restore_latest(os.path.join(config.out_dir, CHECKPOINT_DIR),
                                           parallel.replicate(fresh, mesh))
-    return JaxBackend(config, images, state, mesh)
+    return JaxBackend(config, images, state, mesh, labels)
 
 
 def _load_evaluator():
@@ -399,6 +480,7 @@ def train_and_evaluate(config: Config, workdir: str | None = None, given: Sequen
     Multi-process runs (--num-processes) call this in every process; only process 0 writes.
     """
     parallel.init_runtime(config)
+    parallel.make_mesh(config)  # a device count or batch split that cannot work fails before the run folder is written
     return run_training(config, workdir, given, _make_backend, "gan_jax", _load_evaluator,
                         primary=parallel.is_primary())
 

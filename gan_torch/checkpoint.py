@@ -1,10 +1,10 @@
 """Checkpoints (torch.save of plain tensors) and the neutral weight file, for the PyTorch backend.
 
 Layout, shared with gan_jax: `<out>/checkpoints/<step>/` holds `state.pt` (both nets with their
-BatchNorm running statistics, both Adam states, the step and the noise generator's state:
-only tensors and plain Python values, so it loads with `weights_only=True`) and `weights.safetensors`, the neutral file
-either backend can sample from. Each step folder is written under a temporary name and
-renamed when complete, so a crash never leaves a half-written checkpoint.
+BatchNorm running statistics, both Adam states, the step, the noise generator's state and G's EMA
+with --ema-decay: only tensors and plain Python values, so it loads with `weights_only=True`) and
+`weights.safetensors`, the neutral file either backend can sample from. Each step folder is written
+under a temporary name and renamed when complete, so a crash never leaves a half-written checkpoint.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ from torch import nn
 
 from gan_common.config import Config
 from gan_common.errors import UserError
-from gan_common.weights import WEIGHTS_FILE, latest_step_dir, load_weights, resolve_weights_file, save_weights, step_dirs
+from gan_common.weights import (EMA_NET, WEIGHTS_FILE, latest_step_dir, load_weights, resolve_weights_file,
+                                 sampling_tensors, save_weights, step_dirs)
 
 KEEP = 3  # newest checkpoints kept; older step folders are deleted
 STATE_FILE = "state.pt"
@@ -27,20 +28,28 @@ FORMAT = "gan_torch-checkpoint-v1"
 
 # ----------------------------------------------------------------------------- neutral weights
 # torch attribute -> neutral name, per layer kind. BatchNorm's running statistics are buffers, not
-# parameters: they cross the bridge too (`.mean`, `.var`), but have no gradient.
+# parameters: they cross the bridge too (`.mean`, `.var`), but have no gradient. An nn.Embedding's
+# weight (classes, dim) is `.embedding`, in the same layout as flax's.
 _WEIGHTS = {"weight": "kernel", "bias": "bias"}
 _BATCH_NORM = {"weight": "scale", "bias": "bias", "running_mean": "mean", "running_var": "var"}
+_EMBEDDING = {"weight": "embedding"}
 
 
-def _neutral_items(G: nn.Module, D: nn.Module, params_only: bool = False):
+def _neutral_items(G: nn.Module, D: nn.Module, params_only: bool = False, G_ema: nn.Module | None = None):
     """(neutral key, torch tensor) pairs: `fc1.weight` of G is `generator.fc1.kernel`, `bn0.running_var`
-    `generator.bn0.var`, and so on."""
-    for net, module in (("generator", G), ("discriminator", D)):
+    `generator.bn0.var`, and so on; G's EMA (when given) as `generator_ema.…`, its parameters only
+    (a sampler takes the running statistics from `generator.…`)."""
+    nets = (("generator", G, params_only), ("discriminator", D, params_only), (EMA_NET, G_ema, True))
+    for net, module, only_params in nets:
+        if module is None:
+            continue
         for layer_name, layer in module.named_modules():
             if isinstance(layer, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)):
                 names = _WEIGHTS
             elif isinstance(layer, nn.BatchNorm2d):
-                names = {k: v for k, v in _BATCH_NORM.items() if not (params_only and k.startswith("running_"))}
+                names = {k: v for k, v in _BATCH_NORM.items() if not (only_params and k.startswith("running_"))}
+            elif isinstance(layer, nn.Embedding):
+                names = _EMBEDDING
             else:
                 continue
             for attr, neutral in names.items():
@@ -61,10 +70,12 @@ def _from_neutral_layout(t: torch.Tensor) -> torch.Tensor:
     return t.permute(3, 2, 0, 1) if t.ndim == 4 else t.T
 
 
-def export_weights(G: nn.Module, D: nn.Module, grads: bool = False) -> dict[str, np.ndarray]:
-    """Torch params and running statistics (or with grads=True the params' .grad) -> neutral tensors."""
+def export_weights(G: nn.Module, D: nn.Module, grads: bool = False,
+                   G_ema: nn.Module | None = None) -> dict[str, np.ndarray]:
+    """Torch params and running statistics (or with grads=True the params' .grad) -> neutral tensors
+    (`generator_ema.…` too for an EMA); kernels go to the neutral layout (an embedding's table does not)."""
     out = {}
-    for key, tensor in _neutral_items(G, D, params_only=grads):
+    for key, tensor in _neutral_items(G, D, params_only=grads, G_ema=G_ema):
         value = (tensor.grad if grads else tensor).detach()
         out[key] = np.array(_to_neutral_layout(value).numpy() if key.endswith(".kernel") else value.numpy(), np.float32)
     return out
@@ -101,9 +112,12 @@ def save(root: str, gan, step: int, rng: torch.Generator) -> str:
         "g_opt": gan.g_opt.state_dict(),
         "d_opt": gan.d_opt.state_dict(),
     }
+    if gan.g_ema is not None:
+        state["generator_ema"] = gan.g_ema.state_dict()
     torch.save(state, os.path.join(tmp, STATE_FILE + ".tmp"))
     os.replace(os.path.join(tmp, STATE_FILE + ".tmp"), os.path.join(tmp, STATE_FILE))
-    save_weights(os.path.join(tmp, WEIGHTS_FILE), export_weights(gan.generator, gan.discriminator), gan.config)
+    save_weights(os.path.join(tmp, WEIGHTS_FILE), export_weights(gan.generator, gan.discriminator, G_ema=gan.g_ema),
+                 gan.config)
     if os.path.isdir(folder):  # the same step saved again (a resumed run that stopped at once)
         shutil.rmtree(folder)
     os.replace(tmp, folder)
@@ -137,6 +151,8 @@ def restore_latest(root: str, gan, rng: torch.Generator) -> int:
         gan.discriminator.load_state_dict(state["discriminator"])
         gan.g_opt.load_state_dict(state["g_opt"])
         gan.d_opt.load_state_dict(state["d_opt"])
+        if gan.g_ema is not None:
+            gan.g_ema.load_state_dict(state["generator_ema"])
         rng.set_state(state["rng"])
         step = int(state["step"])
     except (KeyError, RuntimeError, ValueError, TypeError) as e:
@@ -146,10 +162,13 @@ def restore_latest(root: str, gan, rng: torch.Generator) -> int:
 
 
 def load_models(path: str) -> tuple[Config, nn.Module, nn.Module]:
-    """The config and (G, D), in eval mode, stored in the neutral file that `path` leads to."""
+    """The config and (G, D), in eval mode, stored in the neutral file that `path` leads to;
+    G holds G's EMA when the run kept one (what sampling and evaluation use), with G's own
+    BatchNorm running statistics (the EMA averages parameters only)."""
     from gan_torch.models import build_discriminator, build_generator
 
     tensors, config = load_weights(resolve_weights_file(path))
+    tensors = sampling_tensors(tensors)
     with torch.random.fork_rng(devices=[]):  # the initial draw is overwritten; leave the global RNG as it was
         G, D = build_generator(config).eval(), build_discriminator(config).eval()  # eval: running statistics
     import_weights(tensors, G, D)

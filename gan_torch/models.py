@@ -7,7 +7,9 @@ DCGAN's is the paper's, N(0, 0.02) kernels and N(1, 0.02) BatchNorm scales, in b
 Images are NHWC (B, 28, 28, 1) in and out, like gan_jax, so callers need no transposes; the
 DCGAN converts to torch's NCHW inside. Train vs eval mode is torch's own: .train() (the
 default, what a training step uses) normalises with batch statistics and updates the running
-ones; .eval() (sampling, evaluation) uses the running ones.
+ones; .eval() (sampling, evaluation) uses the running ones. With --conditional (MLP only),
+each net also has `label_embed`, an nn.Embedding(10, 10) (default N(0, 1) init). Every net
+takes optional `labels` (B,) int: the conditional MLP reads them; the others ignore them.
 """
 
 from __future__ import annotations
@@ -18,25 +20,34 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gan_common.config import Config
+from gan_common.config import LABEL_EMBED_DIM, NUM_CLASSES, Config
 
 IMAGE_SHAPE = (28, 28, 1)  # the MLP's default; nets are built for config.image_shape
 IMAGE_SIZE = 28 * 28
 
 
+def _label_embed(config: Config) -> nn.Embedding | None:
+    """--conditional: the (NUM_CLASSES, LABEL_EMBED_DIM) table; else None."""
+    return nn.Embedding(NUM_CLASSES, LABEL_EMBED_DIM) if config.conditional else None
+
+
 class Generator(nn.Module):
-    """z (B, latent_dim) ~ N(0, I) -> images (B, 28, 28, 1) in [-1, 1]."""
+    """z (B, latent_dim) ~ N(0, I) [and labels (B,) int, --conditional] -> images (B, 28, 28, 1) in [-1, 1]."""
 
     def __init__(self, config: Config):
         super().__init__()
         self.image_shape = config.image_shape
-        widths = (config.latent_dim, *config.g_hidden_sizes, math.prod(self.image_shape))
+        self.label_embed = _label_embed(config)
+        in_width = config.latent_dim + (LABEL_EMBED_DIM if config.conditional else 0)
+        widths = (in_width, *config.g_hidden_sizes, math.prod(self.image_shape))
         self.num_layers = len(widths) - 1
         for i in range(self.num_layers):
             setattr(self, f"fc{i + 1}", nn.Linear(widths[i], widths[i + 1]))
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         h = z  # (B, latent_dim)
+        if self.label_embed is not None:
+            h = torch.cat([h, self.label_embed(labels)], dim=1)  # (B, latent_dim + 10)
         for i in range(1, self.num_layers):
             h = F.relu(getattr(self, f"fc{i}")(h))  # (B, 256) then (B, 512)
         h = torch.tanh(getattr(self, f"fc{self.num_layers}")(h))  # (B, 784) in [-1, 1]
@@ -44,18 +55,23 @@ class Generator(nn.Module):
 
 
 class Discriminator(nn.Module):
-    """images (B, 28, 28, 1) -> logits (B,): no sigmoid inside, the losses use log-sigmoid."""
+    """images (B, 28, 28, 1) [and labels (B,) int, --conditional] -> logits (B,): no sigmoid inside,
+    the losses use log-sigmoid."""
 
     def __init__(self, config: Config):
         super().__init__()
-        widths = (math.prod(config.image_shape), *config.d_hidden_sizes, 1)
+        self.label_embed = _label_embed(config)
+        image_size = math.prod(config.image_shape)
+        widths = (image_size + (LABEL_EMBED_DIM if config.conditional else 0), *config.d_hidden_sizes, 1)
         self.num_layers = len(widths) - 1
         self.leaky_slope = config.leaky_slope
         for i in range(self.num_layers):
             setattr(self, f"fc{i + 1}", nn.Linear(widths[i], widths[i + 1]))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         h = x.reshape(x.shape[0], -1)  # (B, 784)
+        if self.label_embed is not None:
+            h = torch.cat([h, self.label_embed(labels)], dim=1)  # (B, 784 + 10)
         for i in range(1, self.num_layers):
             h = F.leaky_relu(getattr(self, f"fc{i}")(h), self.leaky_slope)  # (B, 512) then (B, 256)
         return getattr(self, f"fc{self.num_layers}")(h)[:, 0]  # (B,) logits
@@ -92,7 +108,8 @@ class DcganGenerator(nn.Module):
         self.deconv2 = nn.ConvTranspose2d(c, channels, 4, stride=2, padding=1)
         self.apply(_dcgan_init)
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        del labels  # unconditional: validate refuses --conditional with --arch dcgan
         # fc's outputs are indexed (h, w, c), NHWC's order (the neutral layout): reshape, then to NCHW.
         h = self.fc(z).reshape(-1, *self.start).permute(0, 3, 1, 2)  # (B, 2c, 7, 7)
         h = F.relu(self.bn0(h))
@@ -115,7 +132,8 @@ class DcganDiscriminator(nn.Module):
         self.fc = nn.Linear((height // 4) * (width // 4) * 2 * c, 1)
         self.apply(_dcgan_init)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        del labels  # unconditional: validate refuses --conditional with --arch dcgan
         h = F.leaky_relu(self.conv1(x.permute(0, 3, 1, 2)), self.leaky_slope)  # (B, c, 14, 14)
         h = self.conv2(h)  # (B, 2c, 7, 7)
         if self.bn2 is not None:

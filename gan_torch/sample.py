@@ -2,6 +2,7 @@
 
     python -m gan_torch.sample --checkpoint runs/mnist --num 64 --out grid.png
     python -m gan_torch.sample --checkpoint runs/mnist --num 10000 --out samples.npy
+    python -m gan_torch.sample --checkpoint runs/cmnist --label 7 --out sevens.png   (a --conditional run)
 """
 
 from __future__ import annotations
@@ -18,17 +19,20 @@ from gan_common.sampling import parse_sample_args, write_samples
 
 
 def load_generator(path: str) -> tuple[Callable[[np.ndarray], np.ndarray], Config]:
-    """`generate(z (N, latent_dim) float32) -> (N, 28, 28, 1) float32 in [-1, 1]`, and the run config."""
+    """`generate(z (N, latent_dim) float32, labels (N,) int or None) -> (N, 28, 28, 1) float32 in [-1, 1]`,
+    and the run config; labels are the classes of a --conditional model (None otherwise)."""
     from gan_torch.checkpoint import load_models
     from gan_torch.train import autocast
 
     config, G, _ = load_models(path)
 
     @torch.no_grad()
-    def generate(z: np.ndarray, batch: int = 4096) -> np.ndarray:
+    def generate(z: np.ndarray, labels: np.ndarray | None = None, batch: int = 4096) -> np.ndarray:
         z = torch.from_numpy(np.asarray(z, np.float32))
+        y = None if labels is None else torch.from_numpy(np.asarray(labels, np.int64))
+        rows = [slice(i, i + batch) for i in range(0, len(z), batch)]
         with autocast(config):  # a bf16 run samples as it trained
-            return np.concatenate([G(z[i:i + batch]).float().numpy() for i in range(0, len(z), batch)])
+            return np.concatenate([G(z[r], None if y is None else y[r]).float().numpy() for r in rows])
 
     return generate, config
 

@@ -50,6 +50,9 @@ LOSS_SPECS = (
     Spec("wgan_gp", Config(**_SMALL, loss="wgan_gp")),
     Spec("wgan_gp_3critic", Config(**_SMALL, loss="wgan_gp", n_critic=3, beta1=0.5)),
 )
+# G's moving average (parity_tests/test_ema.py): decay 0.9, a 10-step memory, so that over a short
+# run the EMA sits well apart from both G's start and G's last step.
+EMA_SPEC = Spec("ema_0.9", Config(**_SMALL, ema_decay=0.9))
 
 
 class Adapter(Protocol):
@@ -58,14 +61,16 @@ class Adapter(Protocol):
     name: str
 
     def __init__(self, config: Config, dtype=np.float32): ...
-    def load(self, tensors: Tensors) -> None: ...  # these weights, fresh optimiser states
-    def export(self) -> Tensors: ...
-    def generate(self, z: np.ndarray) -> np.ndarray: ...  # (B, latent) -> (B, 28, 28, 1)
-    def discriminate(self, x: np.ndarray) -> np.ndarray: ...  # (B, 28, 28, 1) -> (B,) logits
-    # eps: WGAN-GP's interpolation weights (n_critic B,), only for --loss wgan_gp (see `inputs`).
-    def step(self, x, z_d, z_g, eps=None) -> np.ndarray: ...  # one real train_step -> metrics (4,)
-    def steps(self, xs, z_ds, z_gs, epss=None) -> np.ndarray: ...  # T real train_steps -> (T, 4)
-    def step_with_grads(self, x, z_d, z_g, eps=None) -> tuple[np.ndarray, Tensors, Tensors]: ...  # metrics, D's, G's
+    def load(self, tensors: Tensors) -> None: ...  # these weights, fresh optimiser states (and EMA = G)
+    def export(self) -> Tensors: ...  # with --ema-decay, G's EMA too (`generator_ema.…`)
+    # labels: (B,) int classes, only for --conditional models.
+    def generate(self, z: np.ndarray, labels=None) -> np.ndarray: ...  # (B, latent) -> (B, 28, 28, 1)
+    def discriminate(self, x: np.ndarray, labels=None) -> np.ndarray: ...  # (B, 28, 28, 1) -> (B,) logits
+    # eps: WGAN-GP's interpolation weights (n_critic B,), only for --loss wgan_gp (see `inputs`);
+    # labels: (y_real, y_d, y_g), only for --conditional (see `class_labels`; labelss: each (T, ...)).
+    def step(self, x, z_d, z_g, eps=None, labels=None) -> np.ndarray: ...  # one real train_step -> metrics (4,)
+    def steps(self, xs, z_ds, z_gs, epss=None, labelss=None) -> np.ndarray: ...  # T real train_steps -> (T, 4)
+    def step_with_grads(self, x, z_d, z_g, eps=None, labels=None) -> tuple[np.ndarray, Tensors, Tensors]: ...
     def penalty_with_grads(self, kind, x, fake, eps=None) -> tuple[float, Tensors]: ...  # "gp" / "r1", D's grads
     # Static: the backend's Adam factory, its Backend, its run and sample entry points.
     adam_run: Callable[..., Tensors]
@@ -90,34 +95,35 @@ class JaxAdapter:
         self.dtype = dtype
         self.gan, self.state = train.create(config)
         self._step = jax.jit(functools.partial(train.train_step, self.gan))
-        self._scan = jax.jit(lambda state, xs, z_ds, z_gs, epss: jax.lax.scan(
-            lambda s, inputs: self._step(s, *inputs), state, (xs, z_ds, z_gs, epss)))
+        self._scan = jax.jit(lambda state, xs, z_ds, z_gs, epss, labelss: jax.lax.scan(
+            lambda s, inputs: self._step(s, *inputs), state, (xs, z_ds, z_gs, epss, labelss)))
 
     def load(self, tensors: Tensors) -> None:
-        """Take these weights, with fresh (zero) Adam states."""
+        """Take these weights, with fresh (zero) Adam states and, with --ema-decay, an EMA starting at G."""
         from gan_jax.checkpoint import import_weights
 
         _, fresh = self.train.create(self.config)
         tensors = {k: np.asarray(v, self.dtype) for k, v in tensors.items()}
         g, d, g_stats, d_stats = import_weights(tensors, fresh.g_params, fresh.d_params, fresh.g_stats, fresh.d_stats)
         self.state = fresh._replace(g_params=g, d_params=d, g_stats=g_stats, d_stats=d_stats,
-                                    g_opt=self.gan.g_tx.init(g), d_opt=self.gan.d_tx.init(d))
+                                    g_opt=self.gan.g_tx.init(g), d_opt=self.gan.d_tx.init(d),
+                                    g_ema=self.train.init_ema(self.config, g))
 
     def export(self) -> Tensors:
-        """Parameters and BatchNorm running statistics."""
+        """Parameters and BatchNorm running statistics (and with --ema-decay G's EMA, `generator_ema.…`)."""
         from gan_jax.checkpoint import export_weights
 
         s = self.state
-        return export_weights(s.g_params, s.d_params, s.g_stats, s.d_stats)
+        return export_weights(s.g_params, s.d_params, s.g_stats, s.d_stats, g_ema=s.g_ema)
 
-    def generate(self, z: np.ndarray) -> np.ndarray:
+    def generate(self, z: np.ndarray, labels=None) -> np.ndarray:
         """Eval mode (running statistics), as sampling."""
-        return np.asarray(_jit(self.gan.generate)(self.state.g_params, self.state.g_stats, z), np.float32)
+        return np.asarray(_jit(self.gan.generate)(self.state.g_params, self.state.g_stats, z, labels), np.float32)
 
-    def discriminate(self, x: np.ndarray) -> np.ndarray:
-        return np.asarray(_jit(self.gan.discriminate)(self.state.d_params, self.state.d_stats, x))
+    def discriminate(self, x: np.ndarray, labels=None) -> np.ndarray:
+        return np.asarray(_jit(self.gan.discriminate)(self.state.d_params, self.state.d_stats, x, labels))
 
-    def step_with_grads(self, x, z_d, z_g, eps=None) -> tuple[np.ndarray, Tensors, Tensors]:
+    def step_with_grads(self, x, z_d, z_g, eps=None, labels=None) -> tuple[np.ndarray, Tensors, Tensors]:
         """gan_jax.train.train_step on these inputs: its metrics, and the gradients of D's and G's objectives.
 
         train_step does not return its gradients, so they are recomputed here by jax.grad of the
@@ -133,18 +139,22 @@ class JaxAdapter:
         assert gan.config.n_critic == 1, "step_with_grads compares one D update"
 
         @jax.jit
-        def objectives_and_grads(state, x, z_d, z_g, eps):
-            fake_d, g_stats = gan.generate_train(state.g_params, state.g_stats, z_d)
+        def objectives_and_grads(state, x, z_d, z_g, eps, labels):
+            y_real, y_d, y_g = (None, None, None) if labels is None else labels
+            fake_d, g_stats = gan.generate_train(state.g_params, state.g_stats, z_d, y_d)
+            d_labels = None if labels is None else (y_real, y_d)
             (d_loss, (_, _, d_stats)), d_grads = jax.value_and_grad(
-                lambda p: train.d_objective(gan, p, state.d_stats, x, fake_d, eps), has_aux=True)(state.d_params)
+                lambda p: train.d_objective(gan, p, state.d_stats, x, fake_d, eps, d_labels),
+                has_aux=True)(state.d_params)
             d_updates, _ = gan.d_tx.update(d_grads, state.d_opt, state.d_params)
             d_params = optax.apply_updates(state.d_params, d_updates)
             (g_loss, _), g_grads = jax.value_and_grad(
-                lambda p: train.g_objective(gan, p, g_stats, d_params, d_stats, z_g), has_aux=True)(state.g_params)
+                lambda p: train.g_objective(gan, p, g_stats, d_params, d_stats, z_g, y_g),
+                has_aux=True)(state.g_params)
             return jnp.stack([d_loss, g_loss]), d_grads, g_grads
 
-        recomputed, d_grads, g_grads = objectives_and_grads(self.state, x, z_d, z_g, eps)
-        metrics = self.step(x, z_d, z_g, eps)
+        recomputed, d_grads, g_grads = objectives_and_grads(self.state, x, z_d, z_g, eps, labels)
+        metrics = self.step(x, z_d, z_g, eps, labels)
         np.testing.assert_allclose(np.asarray(recomputed), metrics[:2], rtol=1e-6,
                                    err_msg="harness objectives drifted from gan_jax.train.train_step")
         grads = export_weights(g_grads, d_grads)
@@ -167,14 +177,14 @@ class JaxAdapter:
         value, d_grads = jax.jit(jax.value_and_grad(penalty))(self.state.d_params)
         return float(value), _net(export_weights(self.state.g_params, d_grads), "discriminator")
 
-    def step(self, x, z_d, z_g, eps=None) -> np.ndarray:
+    def step(self, x, z_d, z_g, eps=None, labels=None) -> np.ndarray:
         """One real gan_jax.train.train_step; returns metrics (4,)."""
-        self.state, metrics = self._step(self.state, x, z_d, z_g, eps)
+        self.state, metrics = self._step(self.state, x, z_d, z_g, eps, labels)
         return np.asarray(metrics)
 
-    def steps(self, xs, z_ds, z_gs, epss=None) -> np.ndarray:
+    def steps(self, xs, z_ds, z_gs, epss=None, labelss=None) -> np.ndarray:
         """len(xs) real train_steps in one lax.scan over pre-drawn inputs; returns metrics (T, 4)."""
-        self.state, metrics = self._scan(self.state, xs, z_ds, z_gs, epss)
+        self.state, metrics = self._scan(self.state, xs, z_ds, z_gs, epss, labelss)
         return np.asarray(metrics)
 
     @staticmethod
@@ -198,18 +208,20 @@ class JaxAdapter:
         return {k: np.asarray(v) for k, v in params.items()}
 
     @staticmethod
-    def backend(config: Config, data_u8: np.ndarray):
+    def backend(config: Config, data_u8: np.ndarray, labels: np.ndarray | None = None):
         from gan_jax.train import JaxBackend
 
-        return JaxBackend(config, data_u8)
+        return JaxBackend(config, data_u8, labels=labels)
 
     @staticmethod
     def backend_generate(backend, z: np.ndarray) -> np.ndarray:
         return np.asarray(_jit(backend.gan.generate)(backend.state.g_params, backend.state.g_stats, z))
 
     @staticmethod
-    def recorded_inputs(config: Config, data_u8: np.ndarray, num_steps: int) -> tuple[np.ndarray, ...]:
-        """What JaxBackend feeds train_step over its first steps: xs, z_ds, z_gs (and eps for wgan_gp), each (T, ...).
+    def recorded_inputs(config: Config, data_u8: np.ndarray, num_steps: int,
+                        labels: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
+        """What JaxBackend feeds train_step over its first steps: xs, z_ds, z_gs (and eps for wgan_gp;
+        y_real, y_d, y_g for --conditional, given the data's `labels`), each (T, ...).
 
         The step runs inside the compiled scan, so a wrapper sends its inputs to the host with an
         ordered jax.debug.callback; the maths of the step is untouched.
@@ -220,13 +232,13 @@ class JaxAdapter:
         seen = []
         real_step = train.train_step
 
-        def recording_step(gan, state, x, z_d, z_g, eps=None):
-            fed = [a for a in (x, z_d, z_g, eps) if a is not None]
+        def recording_step(gan, state, x, z_d, z_g, eps=None, labels=None):
+            fed = [a for a in (x, z_d, z_g, eps, *(labels or ())) if a is not None]
             jax.debug.callback(lambda *a: seen.append([np.asarray(v) for v in a]), *fed, ordered=True)
-            return real_step(gan, state, x, z_d, z_g, eps)
+            return real_step(gan, state, x, z_d, z_g, eps, labels)
 
         with _patched(train, "train_step", recording_step):  # looked up when the scan is traced
-            backend = train.JaxBackend(config, data_u8)
+            backend = train.JaxBackend(config, data_u8, labels=labels)
             backend.fetch(backend.run(num_steps))
             jax.effects_barrier()
         return tuple(np.stack(a) for a in zip(*seen))
@@ -278,41 +290,43 @@ class TorchAdapter:
         import torch
 
         gan = self.train.create(self.config)
-        for net in (gan.generator, gan.discriminator):  # in place: the optimisers keep the same parameters
-            net.to({np.float32: torch.float32, np.float64: torch.float64}[self.dtype])
+        for net in (gan.generator, gan.discriminator, gan.g_ema):  # in place: the optimisers keep the same parameters
+            if net is not None:
+                net.to({np.float32: torch.float32, np.float64: torch.float64}[self.dtype])
         return gan
 
     def load(self, tensors: Tensors) -> None:
-        """Take these weights, with fresh (empty) Adam states."""
+        """Take these weights, with fresh (empty) Adam states and, with --ema-decay, an EMA starting at G."""
         from gan_torch.checkpoint import import_weights
 
         self.gan = self._create()
         import_weights(tensors, self.gan.generator, self.gan.discriminator)
+        self.gan.g_ema = self.train.init_ema(self.config, self.gan.generator)
 
     def export(self) -> Tensors:
         from gan_torch.checkpoint import export_weights
 
-        return export_weights(self.gan.generator, self.gan.discriminator)
+        return export_weights(self.gan.generator, self.gan.discriminator, G_ema=self.gan.g_ema)
 
-    def generate(self, z: np.ndarray) -> np.ndarray:
+    def generate(self, z: np.ndarray, labels=None) -> np.ndarray:
         """Eval mode (running statistics), as sampling."""
         import torch
 
         with torch.no_grad(), self.train.autocast(self.config), _eval_mode(self.gan.generator):  # the step's precision
-            return self.gan.generator(torch.from_numpy(z)).float().numpy()
+            return self.gan.generator(torch.from_numpy(z), _torch_or_none(labels)).float().numpy()
 
-    def discriminate(self, x: np.ndarray) -> np.ndarray:
+    def discriminate(self, x: np.ndarray, labels=None) -> np.ndarray:
         import torch
 
         with torch.no_grad(), self.train.autocast(self.config), _eval_mode(self.gan.discriminator):
-            return self.gan.discriminator(torch.from_numpy(x)).float().numpy()
+            return self.gan.discriminator(torch.from_numpy(x), _torch_or_none(labels)).float().numpy()
 
-    def step_with_grads(self, x, z_d, z_g, eps=None) -> tuple[np.ndarray, Tensors, Tensors]:
+    def step_with_grads(self, x, z_d, z_g, eps=None, labels=None) -> tuple[np.ndarray, Tensors, Tensors]:
         """gan_torch.train.train_step on these inputs: its metrics, and the .grad it leaves on each net."""
         from gan_torch.checkpoint import export_weights
 
         assert self.config.n_critic == 1, "step_with_grads compares one D update"
-        metrics = self.step(x, z_d, z_g, eps)
+        metrics = self.step(x, z_d, z_g, eps, labels)
         grads = export_weights(self.gan.generator, self.gan.discriminator, grads=True)
         return metrics, _net(grads, "discriminator"), _net(grads, "generator")
 
@@ -334,15 +348,15 @@ class TorchAdapter:
                 param.grad = torch.zeros_like(param)
         return value.item(), _net(export_weights(self.gan.generator, D, grads=True), "discriminator")
 
-    def step(self, x, z_d, z_g, eps=None) -> np.ndarray:
-        import torch
+    def step(self, x, z_d, z_g, eps=None, labels=None) -> np.ndarray:
+        tensors = [_torch_or_none(a) for a in (x, z_d, z_g, eps)]
+        labels = None if labels is None else tuple(_torch_or_none(y) for y in labels)
+        return self.train.train_step(self.gan, *tensors, labels).numpy()
 
-        tensors = [None if a is None else torch.from_numpy(a) for a in (x, z_d, z_g, eps)]
-        return self.train.train_step(self.gan, *tensors).numpy()
-
-    def steps(self, xs, z_ds, z_gs, epss=None) -> np.ndarray:
+    def steps(self, xs, z_ds, z_gs, epss=None, labelss=None) -> np.ndarray:
         epss = [None] * len(xs) if epss is None else epss
-        return np.stack([self.step(*inputs) for inputs in zip(xs, z_ds, z_gs, epss)])
+        labelss = [None] * len(xs) if labelss is None else list(zip(*labelss))  # T tuples (y_real, y_d, y_g)
+        return np.stack([self.step(*inputs) for inputs in zip(xs, z_ds, z_gs, epss, labelss)])
 
     @staticmethod
     def adam_run(config: Config, params: Tensors, grads: Callable[[int], Tensors], num_steps: int) -> Tensors:
@@ -360,29 +374,31 @@ class TorchAdapter:
         return {k: p.detach().numpy() for k, p in tensors.items()}
 
     @staticmethod
-    def backend(config: Config, data_u8: np.ndarray):
+    def backend(config: Config, data_u8: np.ndarray, labels: np.ndarray | None = None):
         from gan_torch.train import TorchBackend
 
-        return TorchBackend(config, data_u8)
+        return TorchBackend(config, data_u8, labels)
 
     @staticmethod
     def backend_generate(backend, z: np.ndarray) -> np.ndarray:
         return backend.generate(z)
 
     @staticmethod
-    def recorded_inputs(config: Config, data_u8: np.ndarray, num_steps: int) -> tuple[np.ndarray, ...]:
-        """What TorchBackend feeds train_step over its first steps: xs, z_ds, z_gs (and eps for wgan_gp), each (T, ...)."""
+    def recorded_inputs(config: Config, data_u8: np.ndarray, num_steps: int,
+                        labels: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
+        """What TorchBackend feeds train_step over its first steps: xs, z_ds, z_gs (and eps for wgan_gp;
+        y_real, y_d, y_g for --conditional, given the data's `labels`), each (T, ...)."""
         from gan_torch import train
 
         seen = []
         real_step = train.train_step
 
-        def recording_step(gan, x, z_d, z_g, eps=None):
-            seen.append([a.numpy().copy() for a in (x, z_d, z_g, eps) if a is not None])
-            return real_step(gan, x, z_d, z_g, eps)
+        def recording_step(gan, x, z_d, z_g, eps=None, labels=None):
+            seen.append([a.numpy().copy() for a in (x, z_d, z_g, eps, *(labels or ())) if a is not None])
+            return real_step(gan, x, z_d, z_g, eps, labels)
 
         with _patched(train, "train_step", recording_step):
-            backend = train.TorchBackend(config, data_u8)
+            backend = train.TorchBackend(config, data_u8, labels)
             backend.fetch(backend.run(num_steps))
         return tuple(np.stack(a) for a in zip(*seen))
 
@@ -399,7 +415,21 @@ class TorchAdapter:
         return load_generator(path)
 
 
+def _torch_or_none(a: np.ndarray | None):
+    import torch
+
+    return None if a is None else torch.from_numpy(np.asarray(a))
+
+
 ADAPTERS: tuple[type[Adapter], ...] = (JaxAdapter, TorchAdapter)
+
+
+def loaded_pair(config: Config, weights: Tensors, dtype=np.float32) -> tuple[JaxAdapter, TorchAdapter]:
+    """Both adapters of `config` holding `weights` with fresh optimisers (float64: inside `with float64():`)."""
+    jax_a, torch_a = JaxAdapter(config, dtype), TorchAdapter(config, dtype)
+    jax_a.load(weights)
+    torch_a.load(weights)
+    return jax_a, torch_a
 
 
 @contextlib.contextmanager
@@ -426,16 +456,32 @@ def _net(tensors: Tensors, net: str) -> Tensors:
     return {k: v for k, v in tensors.items() if k.startswith(net + ".")}
 
 
+def _batch_rows(config: Config, num_train: int, num_steps: int, seed: int):
+    """`inputs`'s generator after drawing the rows (T, n_critic B) of the T real batches, and those rows."""
+    rng = np.random.default_rng(seed)
+    n = config.images_per_step
+    return rng, rng.permutation(num_train)[: num_steps * n].reshape(num_steps, n)
+
+
 def inputs(config: Config, images_u8: np.ndarray, num_steps: int, seed: int = 0):
     """Real batches xs (T, n_critic B, 28, 28, 1) in [-1, 1] and noise z_ds (T, n_critic B, latent),
     z_gs (T, B, latent), drawn once in NumPy: train_step's inputs (D update k takes the k-th B rows)."""
-    rng = np.random.default_rng(seed)
     b, n, t = config.batch_size, config.images_per_step, num_steps
-    idx = rng.permutation(len(images_u8))[: t * n].reshape(t, n)
+    rng, idx = _batch_rows(config, len(images_u8), num_steps, seed)
     xs = images_u8[idx].astype(np.float32) / np.float32(127.5) - np.float32(1.0)
     z_ds = rng.standard_normal((t, n, config.latent_dim), dtype=np.float32)
     z_gs = rng.standard_normal((t, b, config.latent_dim), dtype=np.float32)
     return xs, z_ds, z_gs
+
+
+def class_labels(config: Config, labels: np.ndarray, num_steps: int, seed: int = 0):
+    """--conditional's train_step inputs for `inputs(config, images, num_steps, seed)`: (y_reals, y_ds, y_gs),
+    the real batches' own labels (T, n_critic B) and the fakes' classes (T, n_critic B), (T, B), int32."""
+    _, idx = _batch_rows(config, len(labels), num_steps, seed)
+    rng = np.random.default_rng([seed, 2])
+    n, b = config.images_per_step, config.batch_size
+    return (labels[idx].astype(np.int32), rng.integers(0, 10, (num_steps, n), dtype=np.int32),
+            rng.integers(0, 10, (num_steps, b), dtype=np.int32))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -444,7 +490,7 @@ class Run:
 
     metrics: np.ndarray  # (T, 4) float64: each step's [d_loss, g_loss, d_real, d_fake]
     images: np.ndarray  # (64, H, W, C): the final G's eval-mode samples of one fixed z
-    final: Tensors  # the final parameters and running statistics, exported (float32)
+    final: Tensors  # the final parameters and running statistics (and G's EMA), exported (float32)
 
 
 def float64_runs(config: Config, images_u8: np.ndarray, num_steps: int, eps: np.ndarray | None = None):
@@ -456,8 +502,7 @@ def float64_runs(config: Config, images_u8: np.ndarray, num_steps: int, eps: np.
     z = np.random.default_rng(7).standard_normal((64, config.latent_dim))
     runs = []
     with float64():
-        for adapter in (JaxAdapter(config, np.float64), TorchAdapter(config, np.float64)):
-            adapter.load(weights)
+        for adapter in loaded_pair(config, weights, np.float64):
             metrics = adapter.steps(xs, z_ds, z_gs, eps)
             runs.append(Run(metrics, adapter.generate(z), adapter.export()))
     return tuple(runs)

@@ -4,7 +4,8 @@ Every run here is the real CLI in a fresh process (the device count of JAX's CPU
 fixed when it starts): `python -m gan_jax.train --devices 4` simulates 4 CPU devices;
 `--num-processes 2` starts two processes under `jax.distributed` with 2 devices each,
 exchanging collectives over gloo; `torchrun --nproc-per-node 2 -m gan_torch.train` runs DDP.
-Each run trains NUM_STEPS steps at the global batch 64, logging every step.
+Each run trains NUM_STEPS steps at the global batch 64, logging every step; the two-process
+and the DDP runs stop at step 20 and resume, so their checkpoints are covered too.
 
 What may differ, and the tolerance. With the global batch fixed, every device gets the same
 rows, noise and weights as the single-device run; only the order in which per-row gradient
@@ -130,25 +131,37 @@ def test_jax_four_devices_equal_one(case, jax_one_device, tmp_path):
 def test_jax_two_processes_equal_one(jax_one_device, tmp_path):
     """Two processes x 2 CPU devices under jax.distributed (gloo collectives) = one device.
 
-    Also checks that only process 0 writes: the run folder holds one set of outputs.
+    The run stops at step 20 and resumes to 30, so the multi-process checkpoint (orbax, each
+    process writing its part) is restored too. Only process 0 writes the run's files.
     """
     out = str(tmp_path / "run")
-    port = _free_port()
     env = _env(XLA_FLAGS="--xla_force_host_platform_device_count=2")
-    _wait(*(_jax(out, "--num-processes", "2", "--process-id", str(i), "--coordinator-address", f"localhost:{port}",
-                 env=env) for i in range(2)))
+
+    def two_processes(*flags: str) -> None:
+        port = _free_port()
+        _wait(*(_jax(out, "--num-processes", "2", "--process-id", str(i), "--coordinator-address",
+                     f"localhost:{port}", *flags, env=env) for i in range(2)))
+
+    two_processes("--steps", "20")
+    two_processes("--resume")
     _assert_same_run(out, jax_one_device["default"], "default")
     assert sorted(os.listdir(out)) == ["checkpoints", "config.json", "losses.png", "metrics.jsonl", "samples"]
 
 
 @pytest.mark.parametrize("case", TORCH_CASES)
 def test_torch_ddp_equals_one_process(case, tmp_path):
+    """torchrun, 2 ranks = one process; the default case stops at step 20 and resumes from rank 0's checkpoint."""
     one, ddp = str(tmp_path / "one"), str(tmp_path / "ddp")
     flags = [*COMMON, *CASES[case][0]]
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
-                "--master-port", str(_free_port())]
-    _wait(_run([sys.executable, "-m", "gan_torch.train", "--out-dir", one, *flags], _env()),
-          _run([*torchrun, "-m", "gan_torch.train", "--out-dir", ddp, *flags], _env()))
+
+    def torchrun(*more: str) -> subprocess.Popen:
+        return _run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
+                     str(_free_port()), "-m", "gan_torch.train", "--out-dir", ddp, *flags, *more], _env())
+
+    legs = [("--steps", "20"), ("--resume",)] if case == "default" else [()]
+    _wait(_run([sys.executable, "-m", "gan_torch.train", "--out-dir", one, *flags], _env()), torchrun(*legs[0]))
+    for leg in legs[1:]:
+        _wait(torchrun(*leg))
     _assert_same_run(ddp, one, case)
 
 
@@ -173,3 +186,13 @@ def test_concat_split_batches_keep_rows_on_their_shard():
     np.testing.assert_array_equal(ab[12:, 0], [6, 7, -7, -8])
     for got, want in zip(parallel.split_batches(ab, FourShards), (a, b)):
         np.testing.assert_array_equal(got, want)
+
+
+def test_a_batch_that_does_not_split_over_the_devices_is_refused(tmp_path):
+    out = str(tmp_path / "run")
+    proc = _run([sys.executable, "-m", "gan_jax.train", "--out-dir", out, "--devices", "4", "--batch-size", "62"],
+                _env())
+    text, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 2
+    assert text.strip().endswith("error: --batch-size 62 does not split evenly over 4 devices; choose a multiple of 4")
+    assert not os.path.exists(out)

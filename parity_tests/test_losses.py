@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from parity_tests.harness import (
-    LOSS_SPECS, JaxAdapter, TorchAdapter, assert_tensors_close, float64_runs, inputs, interpolation_eps,
+    LOSS_SPECS, JaxAdapter, TorchAdapter, assert_tensors_close, float64_runs, inputs, interpolation_eps, loaded_pair,
     max_rel_err,
 )
 
@@ -152,18 +152,11 @@ def test_penalties_match_closed_forms(backend, critic, penalty):
 
 
 # ----------------------------------------------------------------------------- backend against backend
-def _pair(config, weights, dtype=np.float32):
-    jax_a, torch_a = JaxAdapter(config, dtype), TorchAdapter(config, dtype)
-    jax_a.load(weights)
-    torch_a.load(weights)
-    return jax_a, torch_a
-
-
 @pytest.mark.parametrize("penalty, spec", [("gp", "wgan_gp"), ("r1", "gan_r1")])
 def test_penalty_values_and_gradients_agree(penalty, spec, mnist):
     """The real MLP D, the same weights, x, G(z) and eps: the same penalty and the same double-backprop gradient."""
     config = SPEC[spec]
-    jax_a, torch_a = _pair(config, TorchAdapter(config).export())
+    jax_a, torch_a = loaded_pair(config, TorchAdapter(config).export())
     xs, z_ds, _ = inputs(config, mnist, 1)
     x, fake = xs[0], torch_a.generate(z_ds[0])
     eps = np.random.default_rng(5).random(config.batch_size, dtype=np.float32)
@@ -185,7 +178,7 @@ ONE_UPDATE_SPECS = [s for s in LOSS_SPECS if s.config.n_critic == 1]  # one D up
 def test_one_step_losses_and_gradients_agree(spec, mnist):
     """One D update (penalty included) and one G step, float32: same metrics, same D and G gradients."""
     config = spec.config
-    jax_a, torch_a = _pair(config, TorchAdapter(config).export())
+    jax_a, torch_a = loaded_pair(config, TorchAdapter(config).export())
     xs, z_ds, z_gs = inputs(config, mnist, 1)
     eps = interpolation_eps(config, 1)
     eps = None if eps is None else eps[0]

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 from gan_common.config import Config
-from parity_tests.harness import ADAPTERS, JaxAdapter, TorchAdapter, inputs, max_rel_err
+from parity_tests.harness import JaxAdapter, inputs, loaded_pair, max_rel_err
 
 BF16 = Config(precision="bf16")
 
@@ -38,16 +38,9 @@ def batch(mnist):
     return inputs(BF16, mnist, 20)
 
 
-def _pair(config, weights):
-    pair = [A(config) for A in ADAPTERS]
-    for a in pair:
-        a.load(weights)
-    return pair
-
-
 def test_forward_agrees_in_bf16(weights, batch):
     xs, z_ds, _ = batch
-    jx, th = _pair(BF16, weights)
+    jx, th = loaded_pair(BF16, weights)
     assert max_rel_err(jx.generate(z_ds[0]), th.generate(z_ds[0])) <= 2**-6
     assert max_rel_err(jx.discriminate(xs[0]), th.discriminate(xs[0])) <= 2**-6
 
@@ -56,7 +49,7 @@ def test_step_losses_and_gradients_agree_in_bf16(weights, batch):
     xs, z_ds, z_gs = batch
     results = {}
     for config in (BF16, Config()):
-        for a in _pair(config, weights):
+        for a in loaded_pair(config, weights):
             results[a.name, config.precision] = a.step_with_grads(xs[0], z_ds[0], z_gs[0])
     (mj, dj, gj), (mt, dt, gt) = results["jax", "bf16"], results["torch", "bf16"]
     np.testing.assert_allclose(mj[:2], mt[:2], rtol=1e-3)
@@ -72,7 +65,7 @@ def test_step_losses_and_gradients_agree_in_bf16(weights, batch):
 
 
 def test_bf16_trajectory_agrees(weights, batch):
-    jx, th = _pair(BF16, weights)
+    jx, th = loaded_pair(BF16, weights)
     a, b = jx.steps(*batch), th.steps(*batch)
     rel = np.abs(a[:, :2] - b[:, :2]) / np.abs(b[:, :2])
     assert rel.max() <= 5e-3, f"bf16 losses differ by {rel.max():.3g} at step {rel.max(axis=1).argmax() + 1}"
@@ -83,7 +76,7 @@ def test_bf16_keeps_float32_parameters_and_optimiser_state(weights, batch):
     import torch
 
     xs, z_ds, z_gs = batch
-    jx, th = _pair(BF16, weights)
+    jx, th = loaded_pair(BF16, weights)
     jx.step(xs[0], z_ds[0], z_gs[0])
     th.step(xs[0], z_ds[0], z_gs[0])
     leaves = jax.tree_util.tree_leaves((jx.state.g_params, jx.state.d_params, jx.state.g_opt, jx.state.d_opt))

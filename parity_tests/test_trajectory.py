@@ -19,7 +19,7 @@ runs agree to 2e-14 after 300 steps. So:
 import numpy as np
 import pytest
 
-from parity_tests.harness import SPECS, JaxAdapter, TorchAdapter, float64_runs, inputs, max_rel_err
+from parity_tests.harness import SPECS, TorchAdapter, float64_runs, inputs, loaded_pair, max_rel_err
 
 NUM_STEPS = 300
 
@@ -65,9 +65,7 @@ def test_float32_runs_agree_until_float32_itself_diverges(spec, mnist):
     config = spec.config
     xs, z_ds, z_gs = (a[:FLOAT32_STEPS] for a in inputs(config, mnist, NUM_STEPS))  # the float64 run's first steps
     weights = TorchAdapter(config).export()
-    jax_a, torch_a = JaxAdapter(config), TorchAdapter(config)
-    jax_a.load(weights)
-    torch_a.load(weights)
+    jax_a, torch_a = loaded_pair(config, weights)
     err = _loss_rel_err(jax_a.steps(xs, z_ds, z_gs), torch_a.steps(xs, z_ds, z_gs))
     # One step's losses agree to ~1e-7 (test_step_parity allows 1e-5); over 20 steps Adam and the
     # game compound that to ~1e-5 (measured 1.7e-5 at most); 1e-4 is what the spec asks of a step.

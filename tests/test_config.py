@@ -47,6 +47,8 @@ def test_flags_parse_into_the_dataclass():
         (["--lr=-1e-3"], "--lr must be > 0"),
         (["--beta1", "1.0"], "--beta1 must be in [0, 1)"),
         (["--beta2", "-0.1"], "--beta2 must be in [0, 1)"),
+        (["--ema-decay", "1.0"], "--ema-decay must be in [0, 1)"),
+        (["--ema-decay=-0.5"], "--ema-decay must be in [0, 1)"),
         (["--dataset", "cifar100"], "invalid choice: 'cifar100'"),
         (["--g-loss", "wasserstein"], "invalid choice: 'wasserstein'"),
         (["--steps", "-5"], "--steps must be >= 0"),
@@ -144,3 +146,12 @@ def test_resume_takes_this_launchs_layout_but_not_a_new_precision():
     current, given = parse("--resume", "--out-dir", "a", "--precision", "bf16")
     with pytest.raises(UserError, match="--resume cannot change --precision"):
         resume_config(saved, current, given)
+
+
+def test_conditional_dcgan_is_refused_until_a_projection_discriminator_exists():
+    """--conditional's label embedding is concatenated to the MLP's flat input; a DCGAN D needs a projection head."""
+    with pytest.raises(UserError) as e:
+        parse("--arch", "dcgan", "--conditional")
+    assert str(e.value) == ("--conditional with --arch dcgan needs a projection discriminator, not yet available; "
+                            "use --arch mlp")
+    assert parse("--conditional")[0].conditional  # the MLP still takes it

@@ -176,6 +176,7 @@ def test_device_counts_the_process_cannot_give_are_refused(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "--devices 8, but JAX sees 1 cpu device(s)" in err and "xla_force_host_platform_device_count=8" in err
     assert err.count("\n") == 1
+    assert not os.path.exists(tmp_path / "d8")  # refused before the run folder is written
 
 
 def test_bf16_trains_and_samples_in_float32_outputs(tmp_path):
