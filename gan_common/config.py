@@ -14,7 +14,7 @@ from typing import Any, Sequence
 
 from gan_common.errors import UserError
 
-DATASETS = ("mnist", "fashion_mnist", "kmnist")
+DATASETS = ("mnist", "fashion_mnist", "kmnist", "cifar10")
 DATA_SOURCES = ("auto", "package", "idx", "tfds")
 G_LOSSES = ("non_saturating", "minimax")
 PRECISIONS = ("float32", "bf16")
@@ -25,7 +25,7 @@ LOSSES = ("gan", "hinge", "lsgan", "wgan_gp")
 ARCHS = ("mlp", "dcgan")
 D_NORMS = ("batch", "spectral", "none")
 # (H, W, C) of each dataset's images: the models are built for the run's shape.
-IMAGE_SHAPES = {"mnist": (28, 28, 1), "fashion_mnist": (28, 28, 1), "kmnist": (28, 28, 1)}
+IMAGE_SHAPES = {"mnist": (28, 28, 1), "fashion_mnist": (28, 28, 1), "kmnist": (28, 28, 1), "cifar10": (32, 32, 3)}
 NUM_CLASSES = 10  # every dataset here (MNIST, Fashion-MNIST, KMNIST) has ten classes, labelled 0..9
 LABEL_EMBED_DIM = 10  # --conditional: a learned vector per class; 10-d can keep 10 classes apart, small next to z's 100
 
@@ -96,7 +96,9 @@ class Config:
         25.0, "total length in passes over the training set when --steps is 0 (25 epochs: about 23k steps at batch 64)"
     )
     seed: int = _field(0, "run seed: weights, noise and the data order all derive from it")
-    dataset: str = _field("mnist", "training set (28x28 grey images)", choices=DATASETS)
+    dataset: str = _field(
+        "mnist", "training set: 28x28 grey images, or cifar10's 32x32 colour ones (from tensorflow-datasets only)",
+        choices=DATASETS)
     data_source: str = _field(
         "auto",
         "where images come from: package (MNIST shipped in gan_common), idx (four IDX files in --data-dir), "
