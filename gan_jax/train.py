@@ -371,13 +371,14 @@ def make_train_chunk(gan: Gan, num_train: int):
             # A new epoch reshuffles; the permutation rides in the carry between epoch starts.
             perm = jax.lax.cond(pos == 0, lambda: epoch_permutation(state.key, epoch, num_train), lambda: perm)
             idx = jax.lax.dynamic_slice_in_dim(perm, pos * images_per_step, images_per_step)  # (n_critic B,)
-            x = parallel.shard_batch(scale_images(data[parallel.shard_batch(idx, mesh)]), mesh)  # in [-1, 1]
+            idx = parallel.shard_batch(idx, mesh)  # each device gathers its own rows
+            x = parallel.shard_batch(scale_images(data[idx]), mesh)  # in [-1, 1]
             z_d, z_g = (parallel.shard_batch(z, mesh)
                         for z in step_noise(state.key, state.step, batch, config.latent_dim, config.n_critic))
             eps = step_interpolation(state.key, state.step, images_per_step) if config.loss == "wgan_gp" else None
             labels = None
             if config.conditional:  # x's own labels, then the fakes' classes: (n_critic B,), (n_critic B,), (B,)
-                y_real = data_labels[parallel.shard_batch(idx, mesh)]
+                y_real = data_labels[idx]
                 labels = tuple(parallel.shard_batch(y, mesh) for y in (
                     y_real, *step_labels(state.key, state.step, batch, config.n_critic)))
             state, metrics = train_step(gan, state, x, z_d, z_g, parallel.shard_batch(eps, mesh), labels)
