@@ -18,7 +18,9 @@ import pytest
 import torch
 
 from gan_common import config as config_module
-from parity_tests.harness import SPECS, JaxAdapter, TorchAdapter, float64_runs, max_rel_err
+from parity_tests.harness import (
+    SPECS, JaxAdapter, TorchAdapter, assert_tensors_close, float64_runs, inputs, loaded_pair, max_rel_err,
+)
 
 DCGAN = next(s.config for s in SPECS if s.config.arch == "dcgan")
 NUM_STEPS = 100
@@ -119,3 +121,57 @@ def test_float64_dcgan_runs_are_the_same_run_running_statistics_included(d_norm,
     # Not vacuous: every running statistic moved away from its start (mean 0, var 1).
     moved = {k: float(np.max(np.abs(final_t[k] - k.endswith(".var")))) for k in stats}
     assert min(moved.values()) > 1e-3, moved
+
+
+# ----------------------------------------------------------------------------- the hand-written kernel gradients
+@pytest.mark.parametrize("layer", ["conv", "deconv"])
+def test_hand_written_kernel_gradients_equal_autodiff_to_second_order(layer):
+    """gan_jax.models.conv / deconv's custom VJPs against lax's own autodiff, in float64.
+
+    First order: both cotangents. Second order: a WGAN-GP-like penalty, the squared norm of the
+    input gradient, differentiated w.r.t. the kernel (double backprop through the custom rule).
+    The two are the same sums in another order: float64 rounding of ~1e3-term sums, ~1e-13
+    relative; 1e-10 leaves room and still fails on any wrong index (errors of order 1).
+    """
+    import jax
+    import jax.numpy as jnp
+    from gan_jax import models
+
+    with jax.enable_x64(True):
+        rng = np.random.default_rng(0)
+        if layer == "conv":  # (B, 2H, 2W, I) -> (B, H, W, O), kernel (4, 4, I, O)
+            custom, x_shape, k_shape, y_shape = models.conv, (3, 8, 8, 5), (4, 4, 5, 6), (3, 4, 4, 6)
+        else:  # (B, H, W, I) -> (B, 2H, 2W, O), kernel (4, 4, O, I)
+            custom, x_shape, k_shape, y_shape = models.deconv, (3, 4, 4, 6), (4, 4, 5, 6), (3, 8, 8, 5)
+        x, k, w = (jnp.asarray(rng.standard_normal(s)) for s in (x_shape, k_shape, y_shape))
+        reference = custom.fun  # the primal alone: lax's rules all the way down
+
+        def first(f):
+            return jax.grad(lambda x, k: jnp.sum(f(x, k) * w), argnums=(0, 1))(x, k)
+
+        def second(f):
+            def penalty(k):
+                dx = jax.grad(lambda x: jnp.sum(jnp.tanh(f(x, k)) * w))(x)
+                return jnp.sum(dx**2)
+            return jax.grad(penalty)(k)
+
+        (gx, gk), (rx, rk) = first(custom), first(reference)
+        for got, want, what in ((gx, rx, "d/dx"), (gk, rk, "d/dk"), (second(custom), second(reference), "d2")):
+            assert max_rel_err(np.asarray(got), np.asarray(want)) <= 1e-10, f"{layer} {what}"
+            assert float(jnp.max(jnp.abs(want))) > 1e-3, "a vanishing gradient would make this vacuous"
+
+
+@pytest.mark.parametrize("penalty, loss", [("gp", "wgan_gp"), ("r1", "gan")])
+def test_dcgan_penalties_agree_across_backends(penalty, loss, mnist):
+    """test_losses' penalty check on the DCGAN's D (no BatchNorm: validate refuses it with penalties)."""
+    config = dataclasses.replace(DCGAN, d_norm="none", loss=loss, r1_weight=5.0 if penalty == "r1" else 0.0)
+    jax_a, torch_a = loaded_pair(config, TorchAdapter(config).export())
+    xs, z_ds, _ = inputs(config, mnist, 1)
+    x, fake = xs[0], torch_a.generate(z_ds[0])
+    eps = np.random.default_rng(5).random(config.batch_size, dtype=np.float32)
+    value_j, grads_j = jax_a.penalty_with_grads(penalty, x, fake, eps)
+    value_t, grads_t = torch_a.penalty_with_grads(penalty, x, fake, eps)
+    assert value_t > 1e-6, "a vanishing penalty would make this test vacuous"
+    # test_losses' budget (float32 backward passes, measured <= 1e-6 relative there): 1e-5.
+    assert abs(value_j - value_t) <= 1e-5 * abs(value_t), f"{penalty}: {value_j} vs {value_t}"
+    assert_tensors_close(grads_j, grads_t, rel=1e-5, what=f"{penalty}'s gradients w.r.t. the DCGAN D's parameters")
