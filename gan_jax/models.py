@@ -17,6 +17,7 @@ takes `labels` (B,) int: the conditional MLP reads them; the others ignore them.
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -229,24 +230,26 @@ def _deconv_bwd(residuals, g: jax.Array):
 deconv.defvjp(_deconv_fwd, _deconv_bwd)
 
 
+def _apply(layer: nnx.Conv | nnx.ConvTranspose, x: jax.Array, op: Callable) -> jax.Array:
+    """What flax's layer computes, with `op` (conv or deconv) in place of its lax call."""
+    bias = layer.bias[...] if layer.bias is not None else None
+    x, kernel, bias = layer.promote_dtype((x, layer.kernel[...], bias), dtype=layer.dtype)
+    y = op(x, kernel)
+    return y if bias is None else y + bias
+
+
 class Conv(nnx.Conv):
     """nnx.Conv (its parameters, initialisation and layout) computing `conv`: 4x4, stride 2, padding 1."""
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        bias = self.bias[...] if self.bias is not None else None
-        x, kernel, bias = self.promote_dtype((x, self.kernel[...], bias), dtype=self.dtype)
-        y = conv(x, kernel)
-        return y if bias is None else y + bias
+        return _apply(self, x, conv)
 
 
 class ConvTranspose(nnx.ConvTranspose):
     """nnx.ConvTranspose (its parameters, initialisation and layout) computing `deconv`."""
 
     def __call__(self, h: jax.Array) -> jax.Array:
-        bias = self.bias[...] if self.bias is not None else None
-        h, kernel, bias = self.promote_dtype((h, self.kernel[...], bias), dtype=self.dtype)
-        y = deconv(h, kernel)
-        return y if bias is None else y + bias
+        return _apply(self, h, deconv)
 
 
 def _conv(n_in: int, n_out: int, rngs: nnx.Rngs, use_bias: bool = True) -> Conv:
