@@ -2,6 +2,11 @@
 score 10,000 samples of each final generator, and write mean ± std of every metric.
 
     python -m benchmarks.quality --epochs 10 --seeds 0,1,2 --out runs/quality --markdown benchmarks/QUALITY.md
+    python -m benchmarks.quality --table dcgan --epochs 1 --out runs/quality_dcgan --markdown benchmarks/QUALITY_DCGAN.md
+
+--table dcgan: the DCGAN with each loss of DCGAN_LOSSES, on MNIST and Fashion-MNIST, in both
+backends; every run keeps a generator EMA (which never feeds back into training), and its final
+generator is scored twice, with and without the EMA. --train-only trains (or reuses) the runs and stops.
 
 Each run is a real `train_and_evaluate` of its backend (with --eval-every for the FID curve);
 the final generators are scored by the one JAX evaluator through the neutral weight file, so
@@ -29,6 +34,17 @@ SETTINGS = {
     "jax, beta1 0.5": ("gan_jax", {"beta1": 0.5}),
     "jax, minimax G loss": ("gan_jax", {"g_loss": "minimax"}),
 }
+# The DCGAN table: Radford et al.'s Adam (beta1 0.5) and, for WGAN-GP, Gulrajani et al.'s settings
+# (n_critic 5, lr 1e-4, beta2 0.9, no BatchNorm in D). Every run keeps an EMA of G (decay 0.995: a
+# ~200-step memory, short enough for runs of ~1k steps, whose start weighs 0.995^937 = 1% after one epoch).
+DCGAN_BASE = {"arch": "dcgan", "beta1": 0.5, "ema_decay": 0.995}
+DCGAN_LOSSES = {
+    "non-saturating": {"loss": "gan"},
+    "hinge": {"loss": "hinge"},
+    "WGAN-GP": {"loss": "wgan_gp", "d_norm": "none", "n_critic": 5, "lr": 1e-4, "beta2": 0.9},
+}
+DCGAN_DATASETS = ("mnist", "fashion_mnist")
+BACKENDS = ("gan_jax", "gan_torch")
 SHOWN = ("fid_mnist", "kid", "classifier_score", "classes_covered", "class_kl", "precision", "recall")
 
 
@@ -52,13 +68,50 @@ def _train(backend: str, config: Config) -> float:
     return wall
 
 
-def _score(run_dir: str, num: int) -> dict:
+def _score(run_dir: str, num: int, ema: bool = True) -> dict:
     from gan_common.sampling import sample_noise
     from gan_jax.evaluate import evaluate_images
     from gan_jax.sample import load_generator
 
-    generate, config = load_generator(run_dir)
+    generate, config = load_generator(run_dir, ema)
     return evaluate_images(generate(sample_noise(num, config.latent_dim, seed=12345)))
+
+
+def _dcgan_runs(args, seeds: list[int]):
+    """(dataset, loss name, backend, seed, config) of every DCGAN run, the two backends' runs adjacent
+    so that whatever else loads the machine meets both alike."""
+    for dataset in args.datasets.split(","):
+        for loss, overrides in DCGAN_LOSSES.items():
+            for seed in seeds:
+                for backend in BACKENDS:
+                    slug = f"{dataset}_{overrides['loss']}_{backend}_s{seed}"
+                    yield dataset, loss, backend, seed, dataclasses.replace(
+                        Config(), dataset=dataset, epochs=args.epochs, seed=seed,
+                        out_dir=os.path.join(args.out, slug), log_every=100, sample_every=10**9,
+                        checkpoint_every=10**9, **DCGAN_BASE, **overrides)
+
+
+def _dcgan_main(args, seeds: list[int]) -> int:
+    rows = []
+    for dataset, loss, backend, seed, config in _dcgan_runs(args, seeds):
+        wall = _train(backend, config)
+        steps = read_metrics(os.path.join(config.out_dir, "metrics.jsonl"))[-1]["step"]
+        print(f"{dataset} {loss} {backend} seed {seed}: {steps} steps in {wall:.0f} s", flush=True)
+        if args.train_only:
+            continue
+        for ema in (False, True):
+            row = _score(config.out_dir, args.num_samples, ema)
+            rows.append({"dataset": dataset, "loss": loss, "backend": backend, "seed": seed, "ema": ema,
+                         "steps": steps, "train_wall_s": wall, **row})
+    if args.train_only:
+        return 0
+    json.dump(rows, open(os.path.join(args.out, "quality.json"), "w"), indent=1)
+    table = _dcgan_markdown(rows, args, seeds)
+    print(table)
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write(table)
+    return 0
 
 
 def main(argv=None) -> int:
@@ -72,8 +125,14 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="runs/quality", help="folder of the runs")
     p.add_argument("--markdown", default="", help="write the table and plot reference to this Markdown file")
     p.add_argument("--plot", default="benchmarks/quality_fid.png", help="FID-MNIST against steps and wall clock")
+    p.add_argument("--table", choices=("mlp", "dcgan"), default="mlp",
+                   help="mlp: the seed MLP's SETTINGS; dcgan: DCGAN_LOSSES x --datasets x both backends, EMA on and off")
+    p.add_argument("--datasets", default=",".join(DCGAN_DATASETS), help="--table dcgan: comma-separated datasets")
+    p.add_argument("--train-only", action="store_true", help="--table dcgan: train (or reuse) the runs, score nothing")
     args = p.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]
+    if args.table == "dcgan":
+        return _dcgan_main(args, seeds)
     names = [list(SETTINGS)[int(i)] for i in args.settings.split(",")]
 
     results: dict[str, list[dict]] = {}
@@ -131,6 +190,10 @@ def _markdown(results: dict[str, list[dict]], args, seeds) -> str:
     lines += ["", "Real data (10k train vs 10k test, docs/evaluation.md): fid_mnist 1.96, classifier_score 9.66, "
               "classes_covered 10, precision 0.853, recall 0.862.", ""]
     return "\n".join(lines)
+
+
+def _dcgan_markdown(rows: list[dict], args, seeds) -> str:
+    return ""  # filled in once the Fashion-MNIST evaluation lands
 
 
 def _plot(curves: dict[str, list[list[dict]]], path: str) -> None:

@@ -294,8 +294,21 @@ class _Parser(argparse.ArgumentParser):
         raise UserError(f"{message} (see --help)")
 
 
+# Named bundles of flags (--preset NAME): each a configuration benchmarks/QUALITY.md measured, so a
+# user can ask for it by name. Flags typed next to --preset override its values.
+PRESETS: dict[str, dict[str, Any]] = {
+    # PROVISIONAL: replaced by the best row of the DCGAN quality table.
+    "dcgan": {"arch": "dcgan", "beta1": 0.5, "ema_decay": 0.995},
+}
+
+
 def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
     parser = _Parser(prog=prog, description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--preset", choices=sorted(PRESETS), default=argparse.SUPPRESS,
+                        help="start from a named configuration measured in benchmarks/QUALITY.md; flags given "
+                             "with it override its values. " + "; ".join(
+                                 f"{name}: " + " ".join(f"--{_flag(k)} {v}" for k, v in flags.items())
+                                 for name, flags in PRESETS.items()))
     for f in dataclasses.fields(Config):
         flag = "--" + _flag(f.name)
         # default=SUPPRESS: the namespace holds only flags the user typed (resume keeps the rest).
@@ -314,7 +327,8 @@ def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
 def parse_args(argv: Sequence[str] | None, prog: str, description: str) -> tuple[Config, set[str]]:
     """Parse a command line into a validated Config and the set of fields the user set explicitly."""
     ns = build_parser(prog, description).parse_args(argv)
-    given = dict(vars(ns))
+    typed = dict(vars(ns))
+    given = {**PRESETS.get(typed.pop("preset", ""), {}), **typed}  # the preset's values count as given
     return validate(Config(**given)), set(given)
 
 

@@ -61,16 +61,15 @@ def load_weights(path: str) -> tuple[dict[str, np.ndarray], Config]:
     return tensors, Config(**{k: v for k, v in raw.items() if k in names})
 
 
-def sampling_tensors(tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def sampling_tensors(tensors: dict[str, np.ndarray], ema: bool = True) -> dict[str, np.ndarray]:
     """The weights to sample and evaluate with: G's EMA in place of `generator.*` when the file holds one.
 
     The EMA holds parameters only: keys it lacks (a BatchNorm's running `.mean`, `.var`) stay G's own.
+    ema=False: G's own weights even so (benchmarks.quality scores a run both ways).
     """
     prefix = EMA_NET + "."
-    ema = {"generator." + k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
-    if not ema:
-        return tensors
-    return {**{k: v for k, v in tensors.items() if not k.startswith(prefix)}, **ema}
+    ema_tensors = {"generator." + k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)} if ema else {}
+    return {**{k: v for k, v in tensors.items() if not k.startswith(prefix)}, **ema_tensors}
 
 
 # ----------------------------------------------------------------------------- checkpoint folders

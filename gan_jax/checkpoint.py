@@ -136,14 +136,14 @@ def restore_latest(root: str, target):
     return target._replace(**restored["state"])
 
 
-def load_params(path: str):
+def load_params(path: str, ema: bool = True):
     """The config and a TrainState holding the nets (params and running statistics) of the neutral file
     that `path` leads to; its optimiser states are fresh. Its g_params are G's EMA when the run kept one
-    (what sampling and evaluation use), with G's own running statistics; its g_ema is None."""
+    (what sampling and evaluation use; ema=False: G's own), with G's own running statistics; its g_ema is None."""
     from gan_jax.train import create
 
     tensors, config = load_weights(resolve_weights_file(path))
-    tensors = sampling_tensors(tensors)
+    tensors = sampling_tensors(tensors, ema)
     _, fresh = create(config)
     g_params, d_params, g_stats, d_stats = import_weights(tensors, fresh.g_params, fresh.d_params, fresh.g_stats,
                                                           fresh.d_stats)

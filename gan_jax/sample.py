@@ -18,13 +18,14 @@ from gan_common.errors import cli_entry
 from gan_common.sampling import parse_sample_args, write_samples
 
 
-def load_generator(path: str) -> tuple[Callable[[np.ndarray], np.ndarray], Config]:
+def load_generator(path: str, ema: bool = True) -> tuple[Callable[[np.ndarray], np.ndarray], Config]:
     """`generate(z (N, latent_dim) float32, labels (N,) int or None) -> (N, 28, 28, 1) float32 in [-1, 1]`,
-    and the run config; labels are the classes of a --conditional model (None otherwise)."""
+    and the run config; labels are the classes of a --conditional model (None otherwise).
+    ema=False: G's own weights where the run also kept an EMA (which is otherwise what samples)."""
     from gan_jax.checkpoint import load_params
     from gan_jax.train import create
 
-    config, state = load_params(path)
+    config, state = load_params(path, ema)
     gan, _ = create(config)
     apply = jax.jit(gan.generate)  # eval mode: BatchNorm uses the running statistics
 

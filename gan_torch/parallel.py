@@ -6,7 +6,8 @@ The same global-batch semantics as gan_jax's mesh: --batch-size is the global ba
 rank draws the whole step's noise and the whole epoch's permutation from the same seeds and
 keeps its own slice of the batch, so a run on W ranks feeds its nets exactly the rows one
 process would; DDP averages the gradients of the per-rank means, which is the global
-batch's mean gradient. CPU ranks talk over gloo.
+batch's mean gradient. BatchNorm (--arch dcgan) normalises by the global batch's statistics
+too (`GlobalBatchNorm2d`), as gan_jax does on a mesh. CPU ranks talk over gloo.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import os
 
 import torch
 import torch.distributed as dist
+import torch.distributed.nn.functional as dist_fn
+from torch import nn
 
 from gan_common.config import Config
 from gan_common.errors import UserError
@@ -47,3 +50,43 @@ def mean_over_ranks(t: torch.Tensor, world: int) -> torch.Tensor:
 def barrier(world: int) -> None:
     if world > 1:
         dist.barrier()
+
+
+class GlobalBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm2d whose train-mode statistics are the whole global batch's, over all ranks.
+
+    torch's SyncBatchNorm does this on GPUs only. The same maths as one process's BatchNorm2d:
+    the mean and the biased variance of the global batch normalise it; the running variance
+    moves towards the unbiased one (n / (n - 1), n = global B H W). The sums go through
+    autograd's all_reduce, whose backward sums the statistics' gradients over ranks, so after
+    DDP's averaging every parameter gets the global batch's gradient.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x (B / W, C, H, W)
+        if not self.training:
+            return super().forward(x)
+        axes = (0, 2, 3)
+        n = x.numel() // x.shape[1] * dist.get_world_size()
+        mean = dist_fn.all_reduce(x.sum(axes)) / n  # (C,)
+        centred = x - mean[None, :, None, None]
+        var = dist_fn.all_reduce(centred.square().sum(axes)) / n  # biased, (C,)
+        with torch.no_grad():
+            self.running_mean.mul_(1 - self.momentum).add_(self.momentum * mean)
+            self.running_var.mul_(1 - self.momentum).add_(self.momentum * var * n / (n - 1))
+            self.num_batches_tracked.add_(1)
+        scale = self.weight / torch.sqrt(var + self.eps)
+        return centred * scale[None, :, None, None] + self.bias[None, :, None, None]
+
+
+def global_batch_norm(module: nn.Module) -> nn.Module:
+    """`module` with every BatchNorm2d swapped, in place, for a GlobalBatchNorm2d holding the very same
+    parameter and buffer tensors (so optimisers, the EMA and checkpoints are unaffected)."""
+    for name, child in module.named_children():
+        if type(child) is nn.BatchNorm2d:
+            replacement = GlobalBatchNorm2d(child.num_features, child.eps, child.momentum)
+            for key in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked"):
+                setattr(replacement, key, getattr(child, key))
+            setattr(module, name, replacement)
+        else:
+            global_batch_norm(child)
+    return module

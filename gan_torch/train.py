@@ -304,10 +304,9 @@ class TorchBackend:
         self.rank, self.world = parallel.init_distributed(config)
         self.is_primary = self.rank == 0
         self.gan = create(config)
-        if self.world > 1 and config.arch == "dcgan":
-            raise UserError("--arch dcgan under torchrun: DDP would keep BatchNorm's statistics per rank; train it in "
-                            "one process (gan_jax's --devices shards it with statistics over the global batch)")
         if self.world > 1:
+            for net in (self.gan.generator, self.gan.discriminator):
+                parallel.global_batch_norm(net)  # statistics of the global batch, not of each rank's slice
             self.gan.g_sync, self.gan.d_sync = (torch.nn.parallel.DistributedDataParallel(m)
                                                 for m in (self.gan.generator, self.gan.discriminator))
         self.step = 0

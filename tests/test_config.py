@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from gan_common.config import Config, build_parser, parse_args, resume_config
+from gan_common.config import PRESETS, Config, build_parser, parse_args, resume_config
 from gan_common.errors import UserError
 
 
@@ -20,6 +20,22 @@ def test_every_field_is_a_flag_with_a_reason():
     for f in dataclasses.fields(Config):
         assert f.name in flags, f.name
         assert len(f.metadata["help"]) > 15, f"{f.name} needs a one-line reason"
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_a_preset_sets_its_flags_and_typed_flags_override_it(name):
+    preset = PRESETS[name]
+    c, given = parse("--preset", name)
+    assert {k: getattr(c, k) for k in preset} == preset and given == set(preset)
+    assert any(getattr(Config, k) != v for k, v in preset.items()), "a preset must change something"
+    c, _ = parse("--preset", name, "--seed", "3", "--beta1", "0.25")
+    assert (c.seed, c.beta1) == (3, 0.25)
+    # Resuming a preset run with the same --preset changes nothing it computes: no refusal.
+    saved, _ = parse("--preset", name)
+    again, given = parse("--preset", name, "--steps", "10")
+    assert resume_config(saved, again, given).arch == saved.arch
+    with pytest.raises(UserError, match="--preset"):
+        parse("--preset", "no-such-preset")
 
 
 def test_defaults_are_the_seed_spec():
