@@ -12,6 +12,7 @@ import json
 import os
 from typing import Any, Sequence
 
+from gan_common.classifier_spec import EVAL_DATASETS
 from gan_common.errors import UserError
 
 DATASETS = ("mnist", "fashion_mnist", "kmnist", "cifar10")
@@ -111,7 +112,8 @@ class Config:
     sample_every: int = _field(2000, "steps between sample grids, drawn from one fixed noise batch")
     checkpoint_every: int = _field(5000, "steps between checkpoints (one is also written at the end and on Ctrl-C)")
     eval_every: int = _field(
-        0, "steps between FID-MNIST and class-coverage evaluations logged to metrics.jsonl (0: off; MNIST only)"
+        0, "steps between FID and class-coverage evaluations logged to metrics.jsonl, with the dataset's classifier "
+        "(0: off; mnist and fashion_mnist only)"
     )
     eval_samples: int = _field(2000, "generated images per --eval-every evaluation (more: less noisy, slower)")
     steps_per_call: int = _field(
@@ -213,8 +215,9 @@ def validate(config: Config) -> Config:
             raise UserError(f"--{_flag(name)} must be a positive integer, got {getattr(c, name)}")
     if c.eval_every < 0 or c.eval_samples < 10:
         raise UserError(f"--eval-every must be >= 0 and --eval-samples >= 10, got {c.eval_every}, {c.eval_samples}")
-    if c.eval_every and c.dataset != "mnist":
-        raise UserError("--eval-every measures FID-MNIST with an MNIST classifier; it needs --dataset mnist")
+    if c.eval_every and c.dataset not in EVAL_DATASETS:
+        raise UserError(f"--eval-every scores samples with a classifier of their dataset, shipped only for "
+                        f"{' and '.join(EVAL_DATASETS)}; drop it for --dataset {c.dataset}")
     if c.devices < 0 or c.num_processes < 0 or c.process_id < -1:
         raise UserError(f"--devices and --num-processes must be >= 0 and --process-id >= -1, got "
                         f"{c.devices}, {c.num_processes}, {c.process_id}")

@@ -1,12 +1,14 @@
-"""Sample-quality evaluation with the shipped MNIST classifier, for either backend.
+"""Sample-quality evaluation with the shipped classifiers (MNIST's, Fashion-MNIST's), for either backend.
 
-A backend supplies one function, `features_and_probs(images (N, 28, 28, 1) float32 in [-1, 1])
--> (feats (N, 128), probs (N, 10))` (see gan_common.classifier_spec); everything else (input
-checks, the real references, the metric maths of gan_common.metrics, the evaluate CLI) is here,
-so both backends report the same numbers under the same keys.
+A backend supplies one function, `features_and_probs(images (N, 28, 28, 1) float32 in [-1, 1],
+dataset) -> (feats (N, 128), probs (N, 10))` from that dataset's classifier (see
+gan_common.classifier_spec); everything else (input checks, the real references, the metric maths
+of gan_common.metrics, the evaluate CLI) is here, so both backends report the same numbers under
+the same keys. The keys are the same for every dataset but the FID's, `fid_key(dataset)`:
+fid_mnist, fid_fashion_mnist.
 For a conditional generator, images come with the classes they were asked for (labels) and the
 numbers gain CLASS_ACC_KEYS: per class k, the share the classifier calls k, and their mean.
-FID falls with N, so compare fid_mnist only at the same N (10000, the size of the reference).
+FID falls with N, so compare it only at the same N (10000, the size of the reference).
 """
 
 from __future__ import annotations
@@ -19,12 +21,13 @@ from typing import Callable, Sequence
 import numpy as np
 
 from gan_common import metrics
+from gan_common.classifier_spec import EVAL_DATASETS, classifier_spec
 from gan_common.errors import UserError
 
-FeaturesAndProbs = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+FeaturesAndProbs = Callable[[np.ndarray, str], tuple[np.ndarray, np.ndarray]]
 
-METRIC_KEYS = (
-    "fid_mnist",
+# Every key but the FID's, which names the dataset whose classifier and test set it uses (fid_key).
+OTHER_METRIC_KEYS = (
     "kid",
     "kid_std",
     "classifier_score",
@@ -34,11 +37,22 @@ METRIC_KEYS = (
     "recall",
     "num_samples",
 )
-# --conditional: accuracy of the generated digits per requested class, and its mean over the ten.
+# --conditional: accuracy of the generated images per requested class, and its mean over the ten.
 CLASS_ACC_KEYS = tuple(f"class_acc_{k}" for k in range(10)) + ("class_acc_mean",)
 REFERENCES = ("test", "train")
 REFERENCE_SIZE = 10_000
 MIN_SAMPLES = 10  # k-NN radii need > 3 points and covariances a few; below ~5000 the numbers are noisy anyway
+
+
+def fid_key(dataset: str) -> str:
+    """The FID's key for runs on `dataset`: fid_mnist, fid_fashion_mnist (a UserError for a dataset without a
+    classifier). Named apart because FIDs through different classifiers are different quantities."""
+    return f"fid_{classifier_spec(dataset).dataset}"
+
+
+def metric_keys(dataset: str = "mnist") -> tuple[str, ...]:
+    """The keys of `Evaluator(..., dataset).evaluate_images`, in order (without CLASS_ACC_KEYS)."""
+    return (fid_key(dataset),) + OTHER_METRIC_KEYS
 
 
 def check_images(images: np.ndarray, what: str = "images") -> np.ndarray:
@@ -61,14 +75,16 @@ def check_images(images: np.ndarray, what: str = "images") -> np.ndarray:
 
 
 def score(
-    feats: np.ndarray, probs: np.ndarray, ref: dict[str, np.ndarray], kid_subset_size: int = 1000, kid_subsets: int = 100, seed: int = 0
+    feats: np.ndarray, probs: np.ndarray, ref: dict[str, np.ndarray], kid_subset_size: int = 1000, kid_subsets: int = 100,
+    seed: int = 0, dataset: str = "mnist",
 ) -> dict[str, float | int]:
-    """All metrics of classifier outputs (N, 128) and (N, 10) against `Evaluator.reference_outputs(name)`."""
+    """All metrics of classifier outputs (N, 128) and (N, 10) against `Evaluator.reference_outputs(name)`
+    of `dataset`'s evaluator, under metric_keys(dataset)."""
     kid, kid_std = metrics.kernel_inception_distance(feats, ref["feats"], kid_subset_size, kid_subsets, seed)
     coverage = metrics.mode_coverage(probs.argmax(1), ref["labels"])
     precision, recall = metrics.precision_recall(ref["feats"], feats, k=3)
     return {
-        "fid_mnist": metrics.frechet_distance_from_moments(*metrics.feature_moments(feats), ref["mu"], ref["sigma"]),
+        fid_key(dataset): metrics.frechet_distance_from_moments(*metrics.feature_moments(feats), ref["mu"], ref["sigma"]),
         "kid": kid,
         "kid_std": kid_std,
         "classifier_score": metrics.classifier_score(probs),
@@ -98,21 +114,26 @@ def load_samples(path: str) -> np.ndarray:
 
 
 class Evaluator:
-    """The metrics as seen through one backend's classifier; the real references are computed
-    once per instance, since 10k forward passes cost more than scoring a few thousand samples."""
+    """The metrics of one dataset as seen through one backend's classifier for it; the real
+    references are computed once per instance, since 10k forward passes cost more than scoring a
+    few thousand samples. `data_source` and `data_dir` (as in Config) say where that dataset's
+    real images are read from; the defaults find them where training does."""
 
-    def __init__(self, features_and_probs: FeaturesAndProbs):
-        self.features_and_probs = features_and_probs
+    def __init__(self, features_and_probs: FeaturesAndProbs, dataset: str = "mnist", data_source: str = "auto",
+                 data_dir: str = ""):
+        self.fid_key = fid_key(dataset)  # a dataset without a classifier fails here, naming those with one
+        self.dataset, self.data_source, self.data_dir = dataset, data_source, data_dir
+        self.features_and_probs = lambda images: features_and_probs(images, dataset)
         self._references: dict[str, dict[str, np.ndarray]] = {}
 
     def reference_outputs(self, name: str = "test") -> dict[str, np.ndarray]:
-        """Classifier outputs on 10k real images: the MNIST test set, or the first 10k training images."""
+        """Classifier outputs on 10k real images: the dataset's test set, or its first 10k training images."""
         from gan_common.datasets import load_dataset
 
         if name not in REFERENCES:
             raise UserError(f"unknown reference {name!r}; expected one of {', '.join(REFERENCES)}")
         if name not in self._references:
-            data = load_dataset("mnist", name)
+            data = load_dataset(self.dataset, name, self.data_source, self.data_dir)
             images = data.images[:REFERENCE_SIZE].astype(np.float32) / 127.5 - 1.0  # (10000, 28, 28, 1) in [-1, 1]
             feats, probs = self.features_and_probs(images)
             mu, sigma = metrics.feature_moments(feats)
@@ -122,10 +143,10 @@ class Evaluator:
 
     def evaluate_images(self, images: np.ndarray, reference: str = "test", seed: int = 0,
                         labels: np.ndarray | None = None) -> dict[str, float | int]:
-        """All metrics of (N, 28, 28, 1) images in [-1, 1] against 10k real MNIST images, as one flat dict;
+        """All metrics of (N, 28, 28, 1) images in [-1, 1] against 10k real images of the dataset, as one flat dict;
         with `labels` (N,), the classes a conditional G was asked for, also CLASS_ACC_KEYS."""
         feats, probs = self.features_and_probs(check_images(images))  # (N, 128), (N, 10)
-        out = score(feats, probs, self.reference_outputs(reference), seed=seed)
+        out = score(feats, probs, self.reference_outputs(reference), seed=seed, dataset=self.dataset)
         return out if labels is None else {**out, **metrics.per_class_accuracy(probs.argmax(1), labels)}
 
     def fid_and_coverage(self, images: np.ndarray, labels: np.ndarray | None = None) -> dict[str, float | int]:
@@ -138,7 +159,7 @@ class Evaluator:
         ref = self.reference_outputs("test")
         feats, probs = self.features_and_probs(check_images(images))
         out = {
-            "fid_mnist": metrics.frechet_distance_from_moments(*metrics.feature_moments(feats), ref["mu"], ref["sigma"]),
+            self.fid_key: metrics.frechet_distance_from_moments(*metrics.feature_moments(feats), ref["mu"], ref["sigma"]),
             "classes_covered": metrics.mode_coverage(probs.argmax(1), ref["labels"])["classes_covered"],
         }
         return out if labels is None else {**out, **metrics.per_class_accuracy(probs.argmax(1), labels)}
@@ -147,9 +168,23 @@ class Evaluator:
         """The floor: the first 10k training images scored against the 10k test images, plus
         `classifier_score_real`, the classifier score of the test set itself."""
         train, test = self.reference_outputs("train"), self.reference_outputs("test")
-        out = score(train["feats"], train["probs"], test, seed=seed)
+        out = score(train["feats"], train["probs"], test, seed=seed, dataset=self.dataset)
         out["classifier_score_real"] = metrics.classifier_score(test["probs"])
         return out
+
+
+def evaluators(features_and_probs: FeaturesAndProbs) -> Callable[..., Evaluator]:
+    """A backend's `evaluator(dataset="mnist", data_source="auto", data_dir="")`: one Evaluator per
+    argument set, made on first use and kept, so that each reference is computed once per process."""
+    made: dict[tuple[str, str, str], Evaluator] = {}
+
+    def evaluator(dataset: str = "mnist", data_source: str = "auto", data_dir: str = "") -> Evaluator:
+        key = (dataset, data_source, data_dir)
+        if key not in made:
+            made[key] = Evaluator(features_and_probs, *key)
+        return made[key]
+
+    return evaluator
 
 
 # ------------------------------------------------------------------ the evaluate CLI of both backends
@@ -162,10 +197,13 @@ def generate_images(generate: Callable[..., np.ndarray], latent_dim: int, num: i
     return np.asarray(generate(sample_noise(num, latent_dim, seed), labels))  # (N, 28, 28, 1)
 
 
-def evaluate_main(argv: Sequence[str] | None, prog: str, evaluator: Evaluator, load_generator: Callable) -> int:
-    """`python -m gan_{jax,torch}.evaluate`; `load_generator(path) -> (generate, config)` is the backend's."""
+def evaluate_main(argv: Sequence[str] | None, prog: str, evaluator: Callable[..., Evaluator],
+                  load_generator: Callable) -> int:
+    """`python -m gan_{jax,torch}.evaluate`; `evaluator` is the backend's `evaluators(...)` and
+    `load_generator(path) -> (generate, config)` its loader."""
     parser = argparse.ArgumentParser(
-        prog=prog, description="Sample-quality numbers for generated MNIST digits, measured with the shipped MNIST classifier."
+        prog=prog, description="Sample-quality numbers for generated MNIST or Fashion-MNIST images, measured with "
+        "the shipped classifier of that dataset."
     )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--samples", help=".npy of (N, 28, 28, 1) float32 images in [-1, 1]")
@@ -175,16 +213,25 @@ def evaluate_main(argv: Sequence[str] | None, prog: str, evaluator: Evaluator, l
                         "(a conditional model: classes 0..9 cycling, each scored apart as class_acc_K)")
     parser.add_argument("--seed", type=int, default=0, help="seed of z for --checkpoint and of KID's subsets")
     parser.add_argument("--reference", default="test", choices=REFERENCES, help="10k real images to compare with")
+    parser.add_argument("--dataset", choices=EVAL_DATASETS, help="whose classifier and real images to score with "
+                        "(default: a --checkpoint's own dataset, otherwise mnist)")
+    parser.add_argument("--data-dir", default="", help="folder of the dataset's four IDX files, for the real "
+                        "images (default: where training finds them)")
     parser.add_argument("--json", help="also write the metrics as one flat JSON object here")
     args = parser.parse_args(argv)
     labels = None  # the classes asked of a conditional checkpoint's G
     if args.real_baselines:
-        results = evaluator.real_baselines(args.seed)
+        results = evaluator(args.dataset or "mnist", data_dir=args.data_dir).real_baselines(args.seed)
     else:
+        scorer = evaluator(args.dataset or "mnist", data_dir=args.data_dir)
         if args.checkpoint:
             if args.num < MIN_SAMPLES:
                 raise UserError(f"--num {args.num} is too small; the metrics need at least {MIN_SAMPLES} images")
             generate, config = load_generator(args.checkpoint)
+            if args.dataset and args.dataset != config.dataset:
+                raise UserError(f"--dataset {args.dataset}, but {args.checkpoint} was trained on {config.dataset}; "
+                                f"drop --dataset to score it with its own dataset's classifier")
+            scorer = evaluator(config.dataset, data_dir=args.data_dir)  # cifar10 fails here, before generating
             if config.conditional:  # classes 0..9 cycling: num / 10 of each, scored per class too
                 from gan_common.sampling import sample_labels
 
@@ -193,7 +240,7 @@ def evaluate_main(argv: Sequence[str] | None, prog: str, evaluator: Evaluator, l
                                   "generated images")
         else:
             images = load_samples(args.samples)
-        results = evaluator.evaluate_images(images, args.reference, seed=args.seed, labels=labels)
+        results = scorer.evaluate_images(images, args.reference, seed=args.seed, labels=labels)
     print(format_table(results))
     if args.json:
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)

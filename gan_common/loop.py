@@ -112,7 +112,7 @@ def train_loop(config: Config, backend: Backend, total_steps: int, steps_per_epo
                evaluator: Callable[..., dict] | None = None) -> dict:
     """Drive `backend` to `total_steps`, writing every run output; return the last logged metrics.
 
-    `evaluator(images, labels) -> dict` (e.g. FID-MNIST and coverage) runs every `config.eval_every`
+    `evaluator(images, labels) -> dict` (e.g. FID and coverage) runs every `config.eval_every`
     steps on `config.eval_samples` images from a fixed noise set; its keys join that log line.
     With --conditional the images are of classes 0..9 cycling (labels), and the evaluator adds
     their per-class accuracy (class_acc_0..9, class_acc_mean); otherwise labels is None.
@@ -194,10 +194,12 @@ def train_loop(config: Config, backend: Backend, total_steps: int, steps_per_epo
 
 def run_training(config: Config, workdir: str | None, given: set[str] | Sequence[str],
                  make_backend: Callable[[Config, np.ndarray, np.ndarray], Backend], backend_name: str,
-                 load_evaluator: Callable[[], Callable[[np.ndarray], dict]], primary: bool = True) -> dict:
+                 load_evaluator: Callable[[str, str, str], Any], primary: bool = True) -> dict:
     """Each backend's `train_and_evaluate`: settle the run folder, load the data, build the
     backend (restoring the newest checkpoint when resuming; `make_backend(config, images, labels)`),
     and train to the end.
+    With --eval-every, `load_evaluator(dataset, data_source, data_dir)` gives the backend's
+    gan_common.evaluation.Evaluator of the run's dataset, whose `fid_and_coverage` the loop logs.
     `primary`: whether this process writes files (False on all but one process of a multi-process run)."""
     from gan_common.datasets import load_dataset
 
@@ -209,10 +211,13 @@ def run_training(config: Config, workdir: str | None, given: set[str] | Sequence
     if config.images_per_step > images.shape[0]:
         per_step = f" x --n-critic {config.n_critic}" if config.n_critic > 1 else ""
         raise UserError(f"--batch-size {config.batch_size}{per_step} exceeds the {images.shape[0]} training images")
+    evaluator = None
+    if config.eval_every:
+        evaluator = load_evaluator(config.dataset, config.data_source, config.data_dir)
+        evaluator.reference_outputs("test")  # an unreadable test split fails now, not at the first evaluation
     backend = make_backend(config, images, dataset.labels)
-    evaluator = load_evaluator() if config.eval_every else None
     return train_loop(config, backend, config.total_steps(images.shape[0]), config.steps_per_epoch(images.shape[0]),
-                      backend_name, evaluator)
+                      backend_name, evaluator.fid_and_coverage if evaluator else None)
 
 
 def _fetch_checked(backend: Backend, pending: list[tuple[int, Any]], checkpoint_dir: str) -> np.ndarray:

@@ -114,7 +114,7 @@ def kernel_inception_distance(
 
 
 def classifier_score(probs: np.ndarray, eps: float = 1e-12) -> float:
-    """The Inception Score (Salimans et al. 2016) with an MNIST classifier: exp(E_x KL(p(y|x) || p(y))).
+    """The Inception Score (Salimans et al. 2016) with our own classifier: exp(E_x KL(p(y|x) || p(y))).
 
     p(y) is the mean of p(y|x) over the samples; one split over all samples (no 10-way split).
     Ranges from 1 (every sample gets the same prediction) to the number of classes (confident

@@ -1,8 +1,9 @@
-"""The MNIST classifier behind the sample-quality metrics, in Flax NNX: features for
-FID/KID/precision-recall, probabilities for the classifier score and mode coverage.
+"""The classifiers behind the sample-quality metrics (one per dataset, MNIST's and Fashion-MNIST's),
+in Flax NNX: features for FID/KID/precision-recall, probabilities for the classifier score and
+mode coverage.
 
-The network, its weight file and the file's pinned SHA-256 are specified in
-gan_common.classifier_spec (gan_torch.classifier builds the same network from the same file).
+The network, its weight files and their pinned SHA-256s are specified in
+gan_common.classifier_spec (gan_torch.classifier builds the same network from the same files).
 Inputs are on the GAN's scale, uint8 / 127.5 - 1 in [-1, 1]. Training lives here too.
 """
 
@@ -19,31 +20,32 @@ import numpy as np
 import optax
 from flax import nnx
 
-from gan_common.classifier_spec import (  # re-exported: the names callers used before the spec moved
-    CLASSIFIER_PATH,
-    CLASSIFIER_SHA256,
+from gan_common.classifier_spec import (  # file_sha256 re-exported: the name callers used before the spec moved
     FEATURE_DIM,
     FORMAT,
     LAYERS,
     NUM_CLASSES,
-    PIXEL_MEAN,
-    PIXEL_STD,
+    classifier_spec,
     file_sha256,
     load_classifier_tensors,
 )
 
 
 class MnistClassifier(nnx.Module):
-    """(B, 28, 28, 1) in [-1, 1] -> logits (B, 10); `features` is the 128-d penultimate layer."""
+    """(B, 28, 28, 1) in [-1, 1] -> logits (B, 10); `features` is the 128-d penultimate layer.
 
-    def __init__(self, rngs: nnx.Rngs):
+    The MNIST-sized network of every dataset's classifier; `dataset` picks the input normalisation."""
+
+    def __init__(self, rngs: nnx.Rngs, dataset: str = "mnist"):
+        spec = classifier_spec(dataset)
+        self.pixel_mean, self.pixel_std = spec.pixel_mean, spec.pixel_std  # Python floats: constants under jit
         self.conv1 = nnx.Conv(1, 32, (3, 3), padding="SAME", rngs=rngs)
         self.conv2 = nnx.Conv(32, 64, (3, 3), padding="SAME", rngs=rngs)
         self.fc1 = nnx.Linear(7 * 7 * 64, FEATURE_DIM, rngs=rngs)
         self.fc2 = nnx.Linear(FEATURE_DIM, NUM_CLASSES, rngs=rngs)
 
     def features(self, x: jax.Array) -> jax.Array:
-        h = (x - PIXEL_MEAN) / PIXEL_STD  # (B, 28, 28, 1), ~zero mean and unit variance
+        h = (x - self.pixel_mean) / self.pixel_std  # (B, 28, 28, 1), ~zero mean and unit variance
         h = nnx.max_pool(jax.nn.relu(self.conv1(h)), (2, 2), (2, 2))  # (B, 14, 14, 32)
         h = nnx.max_pool(jax.nn.relu(self.conv2(h)), (2, 2), (2, 2))  # (B, 7, 7, 64)
         return jax.nn.relu(self.fc1(h.reshape(h.shape[0], -1)))  # (B, 128), what fc2 sees
@@ -58,7 +60,7 @@ def to_model_scale(images_u8: np.ndarray | jax.Array) -> jax.Array:
 
 
 # ------------------------------------------------------------------ weights on disk
-def save_classifier(model: MnistClassifier, path: str, test_accuracy: float) -> str:
+def save_classifier(model: MnistClassifier, path: str, test_accuracy: float, dataset: str = "mnist") -> str:
     """Write the weights (kernels HWIO / (in, out), as the neutral file) atomically; returns the SHA-256."""
     from safetensors.numpy import save_file
 
@@ -69,16 +71,16 @@ def save_classifier(model: MnistClassifier, path: str, test_accuracy: float) -> 
     }
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     tmp = path + ".tmp"
-    save_file(tensors, tmp, metadata={"format": FORMAT, "test_accuracy": f"{test_accuracy:.4f}"})
+    save_file(tensors, tmp, metadata={"format": FORMAT, "dataset": dataset, "test_accuracy": f"{test_accuracy:.4f}"})
     os.chmod(tmp, 0o644)  # safetensors writes 0600; the shipped file must be readable by every user
     os.replace(tmp, path)
     return file_sha256(path)
 
 
-def load_classifier(path: str = CLASSIFIER_PATH, expected_sha256: str | None = CLASSIFIER_SHA256) -> MnistClassifier:
-    """The shipped classifier, refused unless its SHA-256 is the pinned one (None skips the check)."""
-    tensors = load_classifier_tensors(path, expected_sha256)  # checked shapes, HWIO / (in, out) as flax keeps them
-    model = MnistClassifier(nnx.Rngs(0))
+def load_classifier(dataset: str = "mnist", path: str | None = None, check_sha256: bool = True) -> MnistClassifier:
+    """`dataset`'s shipped classifier (or the file at `path`), refused unless its SHA-256 is the one pinned."""
+    tensors = load_classifier_tensors(dataset, path, check_sha256)  # checked shapes, HWIO / (in, out) as flax keeps them
+    model = MnistClassifier(nnx.Rngs(0), dataset)
     for layer in LAYERS:
         for p in ("kernel", "bias"):
             getattr(getattr(model, layer), p)[...] = jnp.asarray(tensors[f"classifier.{layer}.{p}"])
@@ -118,13 +120,13 @@ def make_forward(model: MnistClassifier, batch_size: int = 500) -> Callable[[np.
 
 
 @functools.cache
-def _shipped_forward() -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
-    return make_forward(load_classifier())
+def _shipped_forward(dataset: str) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    return make_forward(load_classifier(dataset))
 
 
-def features_and_probs(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(N, 28, 28, 1) float32 in [-1, 1] -> shipped classifier's (feats (N, 128), probs (N, 10))."""
-    return _shipped_forward()(images)
+def features_and_probs(images: np.ndarray, dataset: str = "mnist") -> tuple[np.ndarray, np.ndarray]:
+    """(N, 28, 28, 1) float32 in [-1, 1] -> `dataset`'s shipped classifier's (feats (N, 128), probs (N, 10))."""
+    return _shipped_forward(dataset)(images)
 
 
 # ------------------------------------------------------------------ training
@@ -157,18 +159,20 @@ def accuracy(model: MnistClassifier, images_u8: np.ndarray, labels: np.ndarray) 
 
 
 def train_classifier(
-    epochs: int = 3, batch_size: int = 128, lr: float = 1e-3, max_shift: int = 1, seed: int = 0, log=print
+    dataset: str = "mnist", epochs: int | None = None, batch_size: int = 128, lr: float = 1e-3, max_shift: int = 1,
+    seed: int = 0, log=print,
 ) -> tuple[MnistClassifier, float]:
-    """Train on the shipped MNIST train split; returns (model, test accuracy).
+    """Train on `dataset`'s train split (epochs: its spec's unless given); returns (model, test accuracy).
 
     Adam with 200 warm-up steps, then a cosine decay to 0: without the warm-up, the first large
     steps leave about half of fc1's ReLUs dead, which costs accuracy and feature dimensions.
     """
     from gan_common.datasets import load_dataset
 
-    train, test = load_dataset("mnist", "train"), load_dataset("mnist", "test")
+    epochs = classifier_spec(dataset).epochs if epochs is None else epochs
+    train, test = load_dataset(dataset, "train"), load_dataset(dataset, "test")
     steps_per_epoch = train.images.shape[0] // batch_size
-    model = MnistClassifier(nnx.Rngs(seed))
+    model = MnistClassifier(nnx.Rngs(seed), dataset)
     tx = optax.adam(optax.warmup_cosine_decay_schedule(0.0, lr, 200, epochs * steps_per_epoch))
     optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
     rng = np.random.default_rng(seed)

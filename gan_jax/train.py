@@ -469,10 +469,10 @@ def _make_backend(config: Config, images: np.ndarray, labels: np.ndarray | None 
     return JaxBackend(config, images, state, mesh, labels)
 
 
-def _load_evaluator():
-    from gan_jax.evaluate import fid_and_coverage
+def _load_evaluator(dataset: str, data_source: str, data_dir: str):
+    from gan_jax.evaluate import evaluator
 
-    return fid_and_coverage
+    return evaluator(dataset, data_source, data_dir)
 
 
 def train_and_evaluate(config: Config, workdir: str | None = None, given: Sequence[str] = ()) -> dict:

@@ -1,4 +1,5 @@
-"""The shipped MNIST classifier and the evaluate CLI built on it (no GAN checkpoint needed)."""
+"""The shipped MNIST classifier and the evaluate CLI built on it (no GAN checkpoint needed).
+Fashion-MNIST's classifier: tests/test_fashion_evaluation.py."""
 
 from __future__ import annotations
 
@@ -12,11 +13,13 @@ import numpy as np
 import pytest
 
 from gan_common import evaluation
+from gan_common.classifier_spec import CLASSIFIERS
 from gan_common.datasets import load_dataset
 from gan_common.errors import UserError
 from gan_jax import classifier, evaluate
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SPEC = CLASSIFIERS["mnist"]
 
 
 @pytest.fixture(scope="module")
@@ -26,21 +29,21 @@ def test_images() -> tuple[np.ndarray, np.ndarray]:
 
 
 def test_shipped_weights_load_with_pinned_sha256():
-    assert os.path.getsize(classifier.CLASSIFIER_PATH) < 2 * 1024 * 1024
-    assert classifier.file_sha256(classifier.CLASSIFIER_PATH) == classifier.CLASSIFIER_SHA256
+    assert os.path.getsize(SPEC.path) < 2 * 1024 * 1024
+    assert classifier.file_sha256(SPEC.path) == SPEC.sha256
     assert isinstance(classifier.load_classifier(), classifier.MnistClassifier)
 
 
 def test_corrupted_or_missing_weights_are_refused(tmp_path):
     bad = tmp_path / "mnist_classifier.safetensors"
-    shutil.copy(classifier.CLASSIFIER_PATH, bad)
+    shutil.copy(SPEC.path, bad)
     raw = bytearray(bad.read_bytes())
     raw[-100] ^= 0x01  # one bit of one weight: still a valid file, but not the pinned one
     bad.write_bytes(bytes(raw))
     with pytest.raises(UserError, match="sha256"):
-        classifier.load_classifier(str(bad))
+        classifier.load_classifier(path=str(bad))
     with pytest.raises(UserError, match="no classifier weights"):
-        classifier.load_classifier(str(tmp_path / "absent.safetensors"))
+        classifier.load_classifier(path=str(tmp_path / "absent.safetensors"))
 
 
 def test_accuracy_on_test_set(test_images):
@@ -50,7 +53,7 @@ def test_accuracy_on_test_set(test_images):
     np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-5)  # float32 softmax over 10 classes
     # Fixed weights, so this is one deterministic number (99.2% when trained); >= 99% catches a
     # wrong file, layout or input scaling, each of which costs far more than 0.2%.
-    assert (probs.argmax(1) == ref["labels"]).mean() >= 0.99
+    assert (probs.argmax(1) == ref["labels"]).mean() >= SPEC.min_accuracy == 0.99
     # A short batch is padded to the compiled batch size; the padding must not leak into the
     # outputs. 1e-5: float32 convolutions may sum in another order at another batch position.
     images, _ = test_images
@@ -65,7 +68,7 @@ def test_evaluate_cli_on_real_images(tmp_path, test_images, capsys):
     np.save(samples, images[:500])
     assert evaluate.main(["--samples", str(samples), "--json", str(out)]) == 0
     results = json.loads(out.read_text())
-    assert set(results) == set(evaluation.METRIC_KEYS)
+    assert list(results) == list(evaluation.metric_keys("mnist")) and evaluation.fid_key("mnist") == "fid_mnist"
     assert results["num_samples"] == 500 and results["classes_covered"] == 10
     assert results["precision"] == 1.0  # each sample is also a reference point, inside its own ball
     assert "fid_mnist" in capsys.readouterr().out
