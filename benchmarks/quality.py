@@ -25,6 +25,7 @@ import time
 import numpy as np
 
 from gan_common.config import Config
+from gan_common.evaluation import fid_key
 from gan_common.loop import read_metrics
 
 SETTINGS = {
@@ -69,12 +70,20 @@ def _train(backend: str, config: Config) -> float:
 
 
 def _score(run_dir: str, num: int, ema: bool = True) -> dict:
+    """The metrics of `num` samples of the run's final G (its EMA, or with ema=False its own weights),
+    cached in the run folder."""
     from gan_common.sampling import sample_noise
-    from gan_jax.evaluate import evaluate_images
+    from gan_jax.evaluate import evaluator
     from gan_jax.sample import load_generator
 
+    cached = os.path.join(run_dir, f"score_{num}{'_ema' if ema else ''}.json")
+    if os.path.exists(cached):
+        return json.load(open(cached))
     generate, config = load_generator(run_dir, ema)
-    return evaluate_images(generate(sample_noise(num, config.latent_dim, seed=12345)))
+    images = generate(sample_noise(num, config.latent_dim, seed=12345))
+    row = {k: float(v) for k, v in evaluator(config.dataset).evaluate_images(images).items()}
+    json.dump(row, open(cached, "w"))
+    return row
 
 
 def _dcgan_runs(args, seeds: list[int]):
@@ -192,8 +201,66 @@ def _markdown(results: dict[str, list[dict]], args, seeds) -> str:
     return "\n".join(lines)
 
 
+DCGAN_SHOWN = ("kid", "classes_covered", "class_kl", "precision", "recall")
+
+
+def _mean_std(values) -> str:
+    v = np.asarray(values, float)
+    return f"{v.mean():.3g} ± {v.std(ddof=1) if len(v) > 1 else 0:.2g}"
+
+
+def best_dcgan_setting(rows: list[dict]) -> tuple[str, bool]:
+    """(loss, ema) with the lowest mean rank of its mean FID over the datasets, both backends' runs pooled."""
+    settings = sorted({(r["loss"], r["ema"]) for r in rows})
+    ranks = {s: 0.0 for s in settings}
+    for dataset in sorted({r["dataset"] for r in rows}):
+        fid = {s: np.mean([r[fid_key(dataset)] for r in rows if (r["loss"], r["ema"]) == s and r["dataset"] == dataset])
+               for s in settings}
+        for rank, s in enumerate(sorted(settings, key=fid.get)):
+            ranks[s] += rank
+    return min(settings, key=ranks.get)
+
+
 def _dcgan_markdown(rows: list[dict], args, seeds) -> str:
-    return ""  # filled in once the Fashion-MNIST evaluation lands
+    import jax
+    import torch
+
+    lines = [
+        "# Sample quality of the DCGAN: losses, generator EMA, both backends",
+        "",
+        f"Measured by `python -m benchmarks.quality --table dcgan --epochs {args.epochs:g} --seeds {args.seeds}` on "
+        f"{platform.processor() or platform.machine()} ({os.cpu_count()} cores, CPU only), jax {jax.__version__}, "
+        f"torch {torch.__version__}. Every run: `--arch dcgan` (64 channels), batch 64, "
+        + ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in DCGAN_BASE.items() if k != "arch")
+        + f", {args.epochs:g} epoch(s) of the training set (each real image seen once per epoch by D; WGAN-GP's "
+        f"n_critic 5 thus makes a fifth as many G steps). Each run's final G is scored with and without its EMA "
+        f"(the EMA never feeds back into training, so both rows come from the same runs): "
+        f"{args.num_samples} samples against the dataset's 10k test set under its reference classifier "
+        f"(docs/evaluation.md), mean ± std over seeds {', '.join(map(str, seeds))}.",
+        "",
+        "Losses: " + "; ".join(f"{name}: " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in flags.items())
+                                for name, flags in DCGAN_LOSSES.items()) + ".",
+        "",
+    ]
+    for dataset in dict.fromkeys(r["dataset"] for r in rows):
+        fid = fid_key(dataset)
+        lines += [f"## {dataset}", "",
+                  f"| loss | EMA | backend | G steps | {fid} | " + " | ".join(DCGAN_SHOWN) + " | train wall s |",
+                  "|---|---|---|---|" + "---|" * (len(DCGAN_SHOWN) + 2)]
+        for loss in DCGAN_LOSSES:
+            for ema in (False, True):
+                for backend in BACKENDS:
+                    group = [r for r in rows if (r["dataset"], r["loss"], r["ema"], r["backend"]) == (dataset, loss, ema,
+                                                                                                        backend)]
+                    if not group:
+                        continue
+                    cells = [_mean_std([r[k] for r in group]) for k in (fid, *DCGAN_SHOWN, "train_wall_s")]
+                    lines.append(f"| {loss} | {'yes' if ema else 'no'} | {backend.removeprefix('gan_')} | "
+                                 f"{group[0]['steps']} | " + " | ".join(cells) + " |")
+        lines.append("")
+    loss, ema = best_dcgan_setting(rows)
+    lines += [f"Best setting by mean rank of mean FID over the datasets: **{loss}, EMA {'on' if ema else 'off'}**.", ""]
+    return "\n".join(lines)
 
 
 def _plot(curves: dict[str, list[list[dict]]], path: str) -> None:
