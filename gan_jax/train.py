@@ -99,8 +99,8 @@ class TrainState(NamedTuple):
 
     g_params: nnx.State
     d_params: nnx.State
-    g_stats: nnx.State  # BatchNorm running statistics and spectral norm's u, v (nnx.BatchStat); empty for the MLP
-    d_stats: nnx.State
+    g_stats: nnx.State  # BatchNorm running statistics (nnx.BatchStat); empty for the MLP
+    d_stats: nnx.State  # the same, and with --d-norm spectral its weights' u, v (SpectralVector, a BatchStat)
     g_opt: optax.OptState
     d_opt: optax.OptState
     step: jax.Array  # () int32: global steps done; with `key` it fixes the noise and data order
