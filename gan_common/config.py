@@ -53,14 +53,16 @@ class Config:
     d_channels: int = _field(64, "--arch dcgan: channels of D's first convolution; the second has twice as many")
     d_norm: str = _field(
         "batch",
-        "--arch dcgan: normalisation after D's second convolution: batch (the DCGAN paper's choice), "
-        "spectral (not yet available) or none (needed by --loss wgan_gp and --r1-weight)",
+        "--arch dcgan: D's normalisation: batch (BatchNorm after its second convolution, the DCGAN paper's "
+        "choice), spectral (every weight divided by its largest singular value, Miyato et al. 2018; no batch "
+        "statistics, so it takes --loss wgan_gp and --r1-weight) or none",
         choices=D_NORMS,
     )
     leaky_slope: float = _field(0.2, "negative slope of D's LeakyReLU (the seed's 0.2)")
     conditional: bool = _field(
         False, "class-conditional G and D (Mirza & Osindero 2014): a learned label embedding is concatenated to z "
-        "and to D's flattened image, and `sample --label K` draws class K (off: the unconditional GAN)"
+        "and, for --arch mlp, to D's flattened image (--arch dcgan: a projection discriminator, Miyato & Koyama "
+        "2018), and `sample --label K` draws class K (off: the unconditional GAN)"
     )
     # --- the game ---
     g_loss: str = _field(
@@ -270,11 +272,6 @@ def _validate_arch(c: Config) -> None:
                 raise UserError(f"--{_flag(name)} applies only to --arch {arch}, got --arch {c.arch}; drop it")
     if c.arch != "dcgan":
         return
-    if c.conditional:
-        raise UserError("--conditional with --arch dcgan needs a projection discriminator, not yet available; "
-                        "use --arch mlp")
-    if c.d_norm == "spectral":
-        raise UserError("--d-norm spectral is not yet available; use --d-norm batch or none")
     if c.precision != "float32":
         raise UserError("--precision bf16 is not yet available with --arch dcgan; use --precision float32")
     height, width, _ = c.image_shape
@@ -283,7 +280,7 @@ def _validate_arch(c: Config) -> None:
                         f"must have sides divisible by 4")
     if c.d_batch_norm and (c.loss == "wgan_gp" or c.r1_weight):
         raise UserError("--loss wgan_gp and --r1-weight penalise each sample's input gradient, which D's BatchNorm "
-                        "couples across the batch; add --d-norm none")
+                        "couples across the batch; add --d-norm spectral or none")
 
 
 def _flag(name: str) -> str:

@@ -4,7 +4,15 @@ safetensors, float32, one tensor per parameter, keys `generator.<layer>.kernel|b
 `discriminator.<layer>.kernel|bias`, dense kernels in (in, out) layout, convolution kernels
 HWIO, a transposed convolution's kernel the HWIO kernel of the convolution it is the transpose
 of, (kh, kw, out, in); BatchNorm layers `.scale`, `.bias` and their running statistics `.mean`,
-`.var` (torch's unbiased running variance). Images are NHWC. A run with --ema-decay adds the
+`.var` (torch's unbiased running variance). Label tables (--conditional) are `.embedding`, (classes,
+dim): `generator.label_embed.embedding` (10, 10) in both architectures, the MLP's
+`discriminator.label_embed.embedding` (10, 10), the DCGAN's projection `discriminator.projection.embedding`
+(10, features), features = H/4 * W/4 * 2 d_channels in D's (h, w, c) flattening order. A spectrally
+normalised layer (--d-norm spectral: D's conv1, conv2, fc and projection) stores its raw weight as above
+plus the power iteration's vectors `.sn_u` (out,) and `.sn_v` (in * kh * kw,) for a convolution, (in,) for
+`fc`, (features,) for the projection (out: 10): torch's u and v of the weight reshaped to (out, -1) in its
+own layout (OIHW for a convolution; (out, in) for a dense layer; (classes, dim) for a table), which
+gan_jax reshapes alike, so they load as they are. Images are NHWC. A run with --ema-decay adds the
 moving average of G's parameters as `generator_ema.<layer>.kernel|bias|scale`, which sampling
 and evaluation then use (`sampling_tensors`); the EMA averages parameters only, so a BatchNorm
 G samples with its live running statistics, `generator.<layer>.mean|var`. The run's config

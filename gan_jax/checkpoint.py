@@ -1,10 +1,10 @@
 """Checkpoints (orbax) and the neutral weight file, for the JAX backend.
 
 Layout, shared with gan_torch: `<out>/checkpoints/<step>/` holds orbax's `state` (params,
-BatchNorm running statistics, both Adam states, step, run key, and G's EMA with --ema-decay) and
-`meta` (JSON), plus `weights.safetensors`, the neutral file either backend can sample from. Orbax
-writes each step to a temporary folder and renames it when complete, so a crash never leaves a
-half-written checkpoint.
+BatchNorm running statistics and spectral norm's u, v, both Adam states, step, run key, and G's
+EMA with --ema-decay) and `meta` (JSON), plus `weights.safetensors`, the neutral file either
+backend can sample from. Orbax writes each step to a temporary folder and renames it when
+complete, so a crash never leaves a half-written checkpoint.
 """
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ def _manager(root: str, create: bool):
 
 # ----------------------------------------------------------------------------- neutral weights
 # Flax's layouts are the neutral ones, so the names are all that changes: `generator.fc1.kernel`,
-# `generator.bn0.scale` (an nnx.Param), `generator.bn0.mean` (an nnx.BatchStat). Dense kernels are
+# `generator.bn0.scale` (an nnx.Param), `generator.bn0.mean` (an nnx.BatchStat), `discriminator.conv1.sn_u`
+# (a SpectralVector, a BatchStat, held in torch's order: gan_jax.models.SpectralNorm). Dense kernels are
 # (in, out), Conv kernels HWIO, ConvTranspose kernels (transpose_kernel=True) the HWIO kernel of the
 # convolution they transpose, (kh, kw, out, in).
 def export_weights(g_params: nnx.State, d_params: nnx.State, g_stats: nnx.State | None = None,

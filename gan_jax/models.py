@@ -5,13 +5,16 @@ deconv1, ...), so the neutral weight file maps one to one. The MLP's initialisat
 PyTorch's nn.Linear distribution, U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weights and biases;
 the DCGAN's is the paper's, N(0, 0.02) for kernels and N(1, 0.02) for BatchNorm scales, in
 both backends. So independently initialised runs of the two backends play statistically the
-same game. With --conditional (MLP only), each net also has `label_embed`, a (10, 10) table
-initialised N(0, 1) like torch's nn.Embedding.
+same game. With --conditional, each G has `label_embed`, a (10, 10) table initialised N(0, 1)
+like torch's nn.Embedding, whose row joins z; the MLP's D has one too, joined to its flat input,
+and the DCGAN's D is a projection discriminator (`projection`, a (10, features) table, N(0, 0.02)).
+With --d-norm spectral every weight of the DCGAN's D is spectrally normalised (`SpectralNorm`).
 
 Every net takes `train`: True normalises with the batch's statistics and updates the running
-ones (BatchStat variables), False uses the running statistics and changes nothing (sampling,
-evaluation). The MLP has no statistics: its two modes are the same function. Every net also
-takes `labels` (B,) int: the conditional MLP reads them; the others ignore them.
+ones (BatchStat variables; spectral norm's u and v are BatchStats too), False uses the running
+statistics and changes nothing (sampling, evaluation). The MLP has no statistics: its two modes
+are the same function. Every net also takes `labels` (B,) int: conditional nets read them; the
+others ignore them.
 """
 
 from __future__ import annotations
@@ -43,17 +46,110 @@ def compute_dtype(config: Config):
     """The dtype of matmuls and activations (--precision); None: the parameters' own (float32, or float64 in tests)."""
     return jnp.bfloat16 if config.precision == "bf16" else None
 
+# ----------------------------------------------------------------------------- spectral normalisation
+SN_EPS = 1e-12  # torch's spectral_norm default: F.normalize's floor on a vector's norm
+SN_INIT_ITERATIONS = 15  # torch runs 15 power iterations when it registers the parametrization
 
-class Linear(nnx.Linear):
+
+class SpectralVector(nnx.BatchStat):
+    """u or v of one spectrally normalised weight: state that train mode moves and eval mode reads, as
+    BatchNorm's running statistics (a BatchStat, so it travels with them: split apart from the parameters,
+    returned by the train-mode calls, checkpointed, in the neutral file); never differentiated."""
+
+
+def _normalize(x: jax.Array) -> jax.Array:
+    """torch's F.normalize of a vector: x / max(|x|, eps)."""
+    return x / jnp.maximum(jnp.linalg.norm(x), SN_EPS)
+
+
+def power_iterations(w: jax.Array, u: jax.Array, v: jax.Array, n: int = 1) -> tuple[jax.Array, jax.Array]:
+    """n rounds of u <- normalize(W v), v <- normalize(W^T u): torch's _power_method. W (out, -1), u (out,), v (-1,)."""
+    for _ in range(n):
+        u = _normalize(w @ v)
+        v = _normalize(w.T @ u)
+    return u, v
+
+
+class SpectralNorm:
+    """Mixin of Conv, Linear and Embed: the layer's weight divided by its largest singular value (Miyato et al.
+    2018), when built with spectral=True; torch.nn.utils.parametrizations.spectral_norm's maths exactly.
+
+    sigma = u^T W v, where W is the weight as torch holds it, reshaped to (out, -1) (`torch_matrix`: a
+    convolution's HWIO kernel goes back to OIHW first, so that u and v mean what they mean in torch, and
+    cross the neutral file as they are), and u (out,), v (-1,) estimate W's first singular vectors. A
+    train-mode call first moves u, v by one power iteration on the current W (outside the gradient), then
+    normalises; eval mode normalises with u, v as they are. The gradient flows through W in u^T W v, not
+    through u or v. Without spectral norm sn_u and sn_v are None and the weight is used as it is.
+    """
+
+    sn_u: SpectralVector | None
+    sn_v: SpectralVector | None
+    weight_name = "kernel"  # the flax layer's weight attribute
+
+    def __init__(self, *args, spectral: bool = False, rngs: nnx.Rngs, **kwargs):
+        super().__init__(*args, rngs=rngs, **kwargs)  # the flax layer's own
+        self._init_spectral(spectral, rngs)
+
+    def _weight(self) -> jax.Array:
+        return getattr(self, self.weight_name)[...]
+
+    @staticmethod
+    def torch_matrix(weight: jax.Array) -> jax.Array:
+        """The weight as torch's spectral_norm (dim 0) sees it, (out, -1)."""
+        raise NotImplementedError
+
+    def _init_spectral(self, spectral: bool, rngs: nnx.Rngs) -> None:
+        """u, v ~ N(0, I) normalised, then 15 power iterations on the initial weight, as torch does."""
+        if not spectral:
+            self.sn_u = self.sn_v = None
+            return
+        w = self.torch_matrix(self._weight())
+        u = _normalize(jax.random.normal(rngs.params(), (w.shape[0],), w.dtype))
+        v = _normalize(jax.random.normal(rngs.params(), (w.shape[1],), w.dtype))
+        u, v = power_iterations(w, u, v, SN_INIT_ITERATIONS)
+        self.sn_u, self.sn_v = SpectralVector(u), SpectralVector(v)
+
+    def power_iteration(self) -> None:
+        """What train mode does to u and v: one power iteration on the current weight, outside the gradient."""
+        w = jax.lax.stop_gradient(self.torch_matrix(self._weight()))
+        self.sn_u[...], self.sn_v[...] = power_iterations(w, self.sn_u[...], self.sn_v[...])
+
+    def spectral_weight(self, train: bool) -> jax.Array:
+        """The weight to compute with: W / (u^T W v) under spectral norm (train: after `power_iteration`), else W."""
+        weight = self._weight()
+        if self.sn_u is None:
+            return weight
+        if train:
+            self.power_iteration()
+        sigma = self.sn_u[...] @ (self.torch_matrix(weight) @ self.sn_v[...])  # ()
+        return weight / sigma
+
+
+def spectral_step(module: nnx.Module) -> None:
+    """What a train-mode forward does to spectral norm's state, without the forward: one power iteration of
+    every spectrally normalised weight in `module` (it depends on the weights only, never on the input)."""
+    for _, layer in module.iter_modules():
+        if isinstance(layer, SpectralNorm) and layer.sn_u is not None:
+            layer.power_iteration()
+
+
+class Linear(SpectralNorm, nnx.Linear):
     """nnx.Linear computing as torch.autocast's fused linear does: inputs, kernel and bias cast to
     the compute dtype, products accumulated and the bias added in float32, the sum rounded once.
 
     Rounding once matters in bfloat16: with a bf16 sum, D's last bias gradient (a sum over the
     batch of terms that nearly cancel) came out 40% off its float32 value (torch's: 0.06%).
-    Without a compute dtype it is plain nnx.Linear.
+    Without a compute dtype it is plain nnx.Linear. With spectral=True (the DCGAN's D only, which
+    computes in float32), its kernel is spectrally normalised.
     """
 
-    def __call__(self, x: jax.Array) -> jax.Array:
+    @staticmethod
+    def torch_matrix(weight: jax.Array) -> jax.Array:
+        return weight.T  # (in, out) -> torch's (out, in)
+
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        if self.sn_u is not None:
+            return _apply(self, x, jnp.matmul, self.spectral_weight(train))
         y = super().__call__(x)
         return y if self.dtype is None else y.astype(self.dtype)
 
@@ -65,12 +161,20 @@ def _linear(n_in: int, n_out: int, config: Config, rngs: nnx.Rngs) -> Linear:
                   preferred_element_type=None if dtype is None else jnp.float32, rngs=rngs)
 
 
-class Embed(nnx.Embed):
+class Embed(SpectralNorm, nnx.Embed):
     """A label's row of the table, in the table's own dtype (nnx.Embed casts to the dtype it was built
-    with, float32, which would round the float64 parity runs); the first Linear casts for --precision bf16."""
+    with, float32, which would round the float64 parity runs); the first Linear casts for --precision bf16.
+    With spectral=True (a projection discriminator's table under --d-norm spectral), the table is spectrally
+    normalised."""
 
-    def __call__(self, labels: jax.Array) -> jax.Array:
-        return jnp.take(self.embedding[...], labels, axis=0)  # (B,) int -> (B, LABEL_EMBED_DIM)
+    weight_name = "embedding"
+
+    @staticmethod
+    def torch_matrix(weight: jax.Array) -> jax.Array:
+        return weight  # (classes, dim): nn.Embedding's own layout
+
+    def __call__(self, labels: jax.Array, train: bool = False) -> jax.Array:
+        return jnp.take(self.spectral_weight(train), labels, axis=0)  # (B,) int -> (B, dim)
 
 
 def _label_embed(config: Config, rngs: nnx.Rngs) -> Embed | None:
@@ -78,6 +182,11 @@ def _label_embed(config: Config, rngs: nnx.Rngs) -> Embed | None:
     if not config.conditional:
         return None
     return Embed(NUM_CLASSES, LABEL_EMBED_DIM, embedding_init=nnx.initializers.normal(1.0), rngs=rngs)
+
+
+def _with_label(h: jax.Array, label_embed: Embed | None, labels: jax.Array | None) -> jax.Array:
+    """(B, n) -> (B, n + 10): the labels' embedding joined to h (--conditional); h itself otherwise."""
+    return h if label_embed is None else jnp.concatenate([h, label_embed(labels)], axis=1)
 
 
 class Generator(nnx.Module):
@@ -95,9 +204,7 @@ class Generator(nnx.Module):
 
     def __call__(self, z: jax.Array, labels: jax.Array | None = None, train: bool = False) -> jax.Array:
         # no statistics: train changes nothing
-        h = z  # (B, latent_dim)
-        if self.label_embed is not None:
-            h = jnp.concatenate([h, self.label_embed(labels)], axis=1)  # (B, latent_dim + 10)
+        h = _with_label(z, self.label_embed, labels)  # (B, latent_dim [+ 10])
         for i in range(1, self.num_layers):
             h = jax.nn.relu(getattr(self, f"fc{i}")(h))  # (B, 256) then (B, 512)
         h = jnp.tanh(getattr(self, f"fc{self.num_layers}")(h))  # (B, 784) in [-1, 1]
@@ -119,9 +226,7 @@ class Discriminator(nnx.Module):
 
     def __call__(self, x: jax.Array, labels: jax.Array | None = None, train: bool = False) -> jax.Array:
         # no statistics: train changes nothing
-        h = x.reshape(x.shape[0], -1)  # (B, 784)
-        if self.label_embed is not None:
-            h = jnp.concatenate([h, self.label_embed(labels)], axis=1)  # (B, 784 + 10)
+        h = _with_label(x.reshape(x.shape[0], -1), self.label_embed, labels)  # (B, 784 [+ 10])
         for i in range(1, self.num_layers):
             h = jax.nn.leaky_relu(getattr(self, f"fc{i}")(h), self.leaky_slope)  # (B, 512) then (B, 256)
         return getattr(self, f"fc{self.num_layers}")(h)[:, 0]  # (B,) logits
@@ -230,32 +335,39 @@ def _deconv_bwd(residuals, g: jax.Array):
 deconv.defvjp(_deconv_fwd, _deconv_bwd)
 
 
-def _apply(layer: nnx.Conv | nnx.ConvTranspose, x: jax.Array, op: Callable) -> jax.Array:
-    """What flax's layer computes, with `op` (conv or deconv) in place of its lax call."""
+def _apply(layer: nnx.Module, x: jax.Array, op: Callable, kernel: jax.Array) -> jax.Array:
+    """What flax's layer computes, with `op` (conv, deconv or a matmul) in place of its lax call and `kernel`
+    (the layer's own, or spectrally normalised) in place of its kernel."""
     bias = layer.bias[...] if layer.bias is not None else None
-    x, kernel, bias = layer.promote_dtype((x, layer.kernel[...], bias), dtype=layer.dtype)
+    x, kernel, bias = layer.promote_dtype((x, kernel, bias), dtype=layer.dtype)
     y = op(x, kernel)
     return y if bias is None else y + bias
 
 
-class Conv(nnx.Conv):
-    """nnx.Conv (its parameters, initialisation and layout) computing `conv`: 4x4, stride 2, padding 1."""
+class Conv(SpectralNorm, nnx.Conv):
+    """nnx.Conv (its parameters, initialisation and layout) computing `conv`: 4x4, stride 2, padding 1;
+    with spectral=True, its kernel spectrally normalised."""
 
-    def __call__(self, x: jax.Array) -> jax.Array:
-        return _apply(self, x, conv)
+    @staticmethod
+    def torch_matrix(weight: jax.Array) -> jax.Array:
+        # HWIO (kh, kw, I, O) -> torch's OIHW, flattened as torch's weight.flatten(1): (O, I kh kw)
+        return jnp.transpose(weight, (3, 2, 0, 1)).reshape(weight.shape[3], -1)
+
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        return _apply(self, x, conv, self.spectral_weight(train))
 
 
 class ConvTranspose(nnx.ConvTranspose):
     """nnx.ConvTranspose (its parameters, initialisation and layout) computing `deconv`."""
 
     def __call__(self, h: jax.Array) -> jax.Array:
-        return _apply(self, h, deconv)
+        return _apply(self, h, deconv, self.kernel[...])
 
 
-def _conv(n_in: int, n_out: int, rngs: nnx.Rngs, use_bias: bool = True) -> Conv:
+def _conv(n_in: int, n_out: int, rngs: nnx.Rngs, use_bias: bool = True, spectral: bool = False) -> Conv:
     """torch Conv2d(k=4, s=2, p=1): halves H and W. Kernel (4, 4, in, out), HWIO as the neutral file."""
     return Conv(n_in, n_out, (4, 4), strides=(2, 2), padding=_CONV_PADDING, use_bias=use_bias,
-                    kernel_init=DCGAN_INIT, rngs=rngs)
+                kernel_init=DCGAN_INIT, spectral=spectral, rngs=rngs)
 
 
 def _deconv(n_in: int, n_out: int, rngs: nnx.Rngs, use_bias: bool = True) -> ConvTranspose:
@@ -269,12 +381,14 @@ def _deconv(n_in: int, n_out: int, rngs: nnx.Rngs, use_bias: bool = True) -> Con
                          use_bias=use_bias, kernel_init=DCGAN_INIT, rngs=rngs)
 
 
-def _dcgan_linear(n_in: int, n_out: int, rngs: nnx.Rngs, use_bias: bool = True) -> Linear:
-    return Linear(n_in, n_out, use_bias=use_bias, kernel_init=DCGAN_INIT, param_dtype=jnp.float32, rngs=rngs)
+def _dcgan_linear(n_in: int, n_out: int, rngs: nnx.Rngs, use_bias: bool = True, spectral: bool = False) -> Linear:
+    return Linear(n_in, n_out, use_bias=use_bias, kernel_init=DCGAN_INIT, param_dtype=jnp.float32,
+                  spectral=spectral, rngs=rngs)
 
 
 class DcganGenerator(nnx.Module):
-    """z (B, latent_dim) -> images (B, H, W, C) in [-1, 1]: project to (H/4, W/4, 2c), upsample twice.
+    """z (B, latent_dim) [and labels (B,) int, --conditional] -> images (B, H, W, C) in [-1, 1]: project to
+    (H/4, W/4, 2c), upsample twice.
 
     Layers before a BatchNorm have no bias: the normalisation subtracts it again (its gradient is 0).
     """
@@ -283,40 +397,52 @@ class DcganGenerator(nnx.Module):
         height, width, channels = config.image_shape
         c = config.g_channels
         self.start = (height // 4, width // 4, 2 * c)
-        self.fc = _dcgan_linear(config.latent_dim, math.prod(self.start), rngs, use_bias=False)
+        self.label_embed = _label_embed(config, rngs)
+        in_width = config.latent_dim + (LABEL_EMBED_DIM if config.conditional else 0)
+        self.fc = _dcgan_linear(in_width, math.prod(self.start), rngs, use_bias=False)
         self.bn0 = BatchNorm(2 * c, rngs)
         self.deconv1 = _deconv(2 * c, c, rngs, use_bias=False)
         self.bn1 = BatchNorm(c, rngs)
         self.deconv2 = _deconv(c, channels, rngs)
 
     def __call__(self, z: jax.Array, labels: jax.Array | None = None, train: bool = False) -> jax.Array:
-        del labels  # unconditional: validate refuses --conditional with --arch dcgan
-        h = self.fc(z).reshape(-1, *self.start)  # (B, 7, 7, 2c): the flat index is NHWC's, (h, w, c)
+        h = _with_label(z, self.label_embed, labels)  # (B, latent_dim [+ 10])
+        h = self.fc(h).reshape(-1, *self.start)  # (B, 7, 7, 2c): the flat index is NHWC's, (h, w, c)
         h = jax.nn.relu(self.bn0(h, train))
         h = jax.nn.relu(self.bn1(self.deconv1(h), train))  # (B, 14, 14, c)
         return jnp.tanh(self.deconv2(h))  # (B, 28, 28, C) in [-1, 1]
 
 
 class DcganDiscriminator(nnx.Module):
-    """images (B, H, W, C) -> logits (B,): two stride-2 convolutions with LeakyReLU, then one linear logit."""
+    """images (B, H, W, C) [and labels (B,) int, --conditional] -> logits (B,): two stride-2 convolutions with
+    LeakyReLU, then one linear logit; with --conditional, plus the projection <embed(y), h> (Miyato & Koyama
+    2018) of D's flattened features h. --d-norm spectral normalises every weight, the projection's table too."""
 
     def __init__(self, config: Config, rngs: nnx.Rngs):
         height, width, channels = config.image_shape
         c = config.d_channels
+        spectral = config.d_norm == "spectral"
+        features = (height // 4) * (width // 4) * 2 * c
         self.leaky_slope = config.leaky_slope
-        self.conv1 = _conv(channels, c, rngs)  # no normalisation on D's input layer (the paper's rule)
-        self.conv2 = _conv(c, 2 * c, rngs, use_bias=not config.d_batch_norm)
+        # no normalisation on D's input layer (the paper's rule for BatchNorm; spectral norm has none)
+        self.conv1 = _conv(channels, c, rngs, spectral=spectral)
+        self.conv2 = _conv(c, 2 * c, rngs, use_bias=not config.d_batch_norm, spectral=spectral)
         self.bn2 = BatchNorm(2 * c, rngs) if config.d_batch_norm else None
-        self.fc = _dcgan_linear((height // 4) * (width // 4) * 2 * c, 1, rngs)
+        self.fc = _dcgan_linear(features, 1, rngs, spectral=spectral)
+        # (10, features), N(0, 0.02) as the kernels: a per-class linear logit, added to fc's
+        self.projection = (Embed(NUM_CLASSES, features, embedding_init=DCGAN_INIT, spectral=spectral, rngs=rngs)
+                           if config.conditional else None)
 
     def __call__(self, x: jax.Array, labels: jax.Array | None = None, train: bool = False) -> jax.Array:
-        del labels  # unconditional: validate refuses --conditional with --arch dcgan
-        h = jax.nn.leaky_relu(self.conv1(x), self.leaky_slope)  # (B, 14, 14, c)
-        h = self.conv2(h)  # (B, 7, 7, 2c)
+        h = jax.nn.leaky_relu(self.conv1(x, train), self.leaky_slope)  # (B, 14, 14, c)
+        h = self.conv2(h, train)  # (B, 7, 7, 2c)
         if self.bn2 is not None:
             h = self.bn2(h, train)
-        h = jax.nn.leaky_relu(h, self.leaky_slope)
-        return self.fc(h.reshape(h.shape[0], -1))[:, 0]  # (B,) logits; flattened in (h, w, c) order
+        h = jax.nn.leaky_relu(h, self.leaky_slope).reshape(h.shape[0], -1)  # (B, features), in (h, w, c) order
+        logits = self.fc(h, train)[:, 0]  # (B,)
+        if self.projection is not None:
+            logits = logits + jnp.sum(self.projection(labels, train) * h, axis=1)  # + <embed(y), h>
+        return logits
 
 
 def build_generator(config: Config, rngs: nnx.Rngs) -> nnx.Module:

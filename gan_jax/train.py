@@ -33,7 +33,7 @@ from gan_common.config import NUM_CLASSES, Config, parse_args
 from gan_common.errors import cli_entry
 from gan_common.loop import CHECKPOINT_DIR, run_training
 from gan_jax import parallel
-from gan_jax.models import build_discriminator, build_generator
+from gan_jax.models import build_discriminator, build_generator, spectral_step
 
 NUM_FIXED_SAMPLES = 64  # the sample grid: 8 x 8 digits from one noise batch fixed for the run
 
@@ -100,7 +100,7 @@ class TrainState(NamedTuple):
     g_params: nnx.State
     d_params: nnx.State
     g_stats: nnx.State  # BatchNorm running statistics (nnx.BatchStat); empty for the MLP
-    d_stats: nnx.State
+    d_stats: nnx.State  # the same, and with --d-norm spectral its weights' u, v (SpectralVector, a BatchStat)
     g_opt: optax.OptState
     d_opt: optax.OptState
     step: jax.Array  # () int32: global steps done; with `key` it fixes the noise and data order
@@ -121,8 +121,8 @@ class Gan:
     d_tx: optax.GradientTransformation
     mesh: jax.sharding.Mesh | None = None  # the batch is split over it (gan_jax.parallel); None: one device
 
-    # Eval mode (sampling, evaluation, the penalties' D, which has no BatchNorm): running statistics.
-    # labels (B,) int: the classes for --conditional (the MLP only); None otherwise.
+    # Eval mode (sampling, evaluation, the penalties' D after `d_power_iteration`): running statistics.
+    # labels (B,) int: the classes for --conditional; None otherwise.
     def generate(self, g_params: nnx.State, g_stats: nnx.State, z: jax.Array,
                  labels: jax.Array | None = None) -> jax.Array:
         # (B, 28, 28, 1) in [-1, 1], compute dtype
@@ -143,6 +143,13 @@ class Gan:
                            labels: jax.Array | None = None) -> tuple[jax.Array, nnx.State]:
         d = nnx.merge(self.d_def, d_params, d_stats, copy=True)
         return _loss_dtype(d(x, labels, train=True)), nnx.state(d, nnx.BatchStat)
+
+    def d_power_iteration(self, d_params: nnx.State, d_stats: nnx.State) -> nnx.State:
+        """D's state after what a train-mode call does to it apart from batch statistics: with --d-norm spectral,
+        one power iteration of every u, v (it depends on the weights, not on the input); unchanged otherwise."""
+        d = nnx.merge(self.d_def, d_params, d_stats, copy=True)
+        spectral_step(d)
+        return nnx.state(d, nnx.BatchStat)
 
 
 def _loss_dtype(logits: jax.Array) -> jax.Array:
@@ -228,14 +235,26 @@ def d_objective(gan: Gan, d_params: nnx.State, d_stats: nnx.State, x: jax.Array,
                                                  y_both)  # (2B,)
         real, fake_logits = parallel.split_batches(logits, gan.mesh)  # (B,), (B,)
     loss = d_loss_fn(real, fake_logits, config.loss)
-    # The penalties' D has no batch statistics (config.validate): eval mode is the same function.
-    discriminate = functools.partial(gan.discriminate, d_params, d_stats, labels=y_real)
     # Python branches on the config: the default (gan, r1 0) traces no penalty at all.
     if config.loss == "wgan_gp":
+        discriminate, d_stats = penalty_discriminator(gan, d_params, d_stats, y_real)
         loss = loss + gradient_penalty(discriminate, x, fake, eps, config.gp_weight)
     if config.r1_weight:
+        discriminate, d_stats = penalty_discriminator(gan, d_params, d_stats, y_real)
         loss = loss + r1_penalty(discriminate, x, config.r1_weight)
     return loss, (real, fake_logits, d_stats)
+
+
+def penalty_discriminator(gan: Gan, d_params: nnx.State, d_stats: nnx.State, labels: jax.Array | None = None
+                          ) -> tuple[Callable[[jax.Array], jax.Array], nnx.State]:
+    """The D a penalty differentiates, x -> logits (B,), and D's state after its call.
+
+    A penalty's D call is a train-mode call, as every D call of torch's step. D has no batch statistics here
+    (config.validate), so that call is `Gan.d_power_iteration` (spectral norm's u, v move; nothing else does)
+    followed by eval mode at the moved state, which is a function of x alone.
+    """
+    d_stats = gan.d_power_iteration(d_params, d_stats)
+    return functools.partial(gan.discriminate, d_params, d_stats, labels=labels), d_stats
 
 
 def g_objective(gan: Gan, g_params: nnx.State, g_stats: nnx.State, d_params: nnx.State, d_stats: nnx.State,

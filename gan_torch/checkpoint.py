@@ -1,10 +1,11 @@
 """Checkpoints (torch.save of plain tensors) and the neutral weight file, for the PyTorch backend.
 
 Layout, shared with gan_jax: `<out>/checkpoints/<step>/` holds `state.pt` (both nets with their
-BatchNorm running statistics, both Adam states, the step, the noise generator's state and G's EMA
-with --ema-decay: only tensors and plain Python values, so it loads with `weights_only=True`) and
-`weights.safetensors`, the neutral file either backend can sample from. Each step folder is written
-under a temporary name and renamed when complete, so a crash never leaves a half-written checkpoint.
+BatchNorm running statistics and spectral norm's u, v, both Adam states, the step, the noise
+generator's state and G's EMA with --ema-decay: only tensors and plain Python values, so it loads
+with `weights_only=True`) and `weights.safetensors`, the neutral file either backend can sample from.
+Each step folder is written under a temporary name and renamed when complete, so a crash never
+leaves a half-written checkpoint.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import shutil
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
 from gan_common.config import Config
 from gan_common.errors import UserError
@@ -29,10 +31,13 @@ FORMAT = "gan_torch-checkpoint-v1"
 # ----------------------------------------------------------------------------- neutral weights
 # torch attribute -> neutral name, per layer kind. BatchNorm's running statistics are buffers, not
 # parameters: they cross the bridge too (`.mean`, `.var`), but have no gradient. An nn.Embedding's
-# weight (classes, dim) is `.embedding`, in the same layout as flax's.
+# weight (classes, dim) is `.embedding`, in the same layout as flax's. A spectrally normalised weight
+# crosses as its raw `original` (in the layout above) with its buffers u and v as `.sn_u`, `.sn_v`
+# (no gradient either; torch's (out,) and (-1,) vectors of the (out, -1) matrix, as they are).
 _WEIGHTS = {"weight": "kernel", "bias": "bias"}
 _BATCH_NORM = {"weight": "scale", "bias": "bias", "running_mean": "mean", "running_var": "var"}
 _EMBEDDING = {"weight": "embedding"}
+_SPECTRAL = {"_u": "sn_u", "_v": "sn_v"}
 
 
 def _neutral_items(G: nn.Module, D: nn.Module, params_only: bool = False, G_ema: nn.Module | None = None):
@@ -53,9 +58,21 @@ def _neutral_items(G: nn.Module, D: nn.Module, params_only: bool = False, G_ema:
             else:
                 continue
             for attr, neutral in names.items():
-                tensor = getattr(layer, attr)
+                tensor = _stored(layer, attr)
                 if tensor is not None:
                     yield f"{net}.{layer_name}.{neutral}", tensor
+            if parametrize.is_parametrized(layer, "weight") and not only_params:
+                spectral_norm = layer.parametrizations.weight[0]
+                for attr, neutral in _SPECTRAL.items():
+                    yield f"{net}.{layer_name}.{neutral}", getattr(spectral_norm, attr)
+
+
+def _stored(layer: nn.Module, attr: str) -> torch.Tensor | None:
+    """The tensor the layer stores under `attr`: for a spectrally normalised weight its raw `original`, never
+    the parametrized `weight`, whose every read in train mode would run a power iteration."""
+    if attr == "weight" and parametrize.is_parametrized(layer, "weight"):
+        return layer.parametrizations.weight.original
+    return getattr(layer, attr)
 
 
 def _to_neutral_layout(t: torch.Tensor) -> torch.Tensor:

@@ -7,9 +7,12 @@ DCGAN's is the paper's, N(0, 0.02) kernels and N(1, 0.02) BatchNorm scales, in b
 Images are NHWC (B, 28, 28, 1) in and out, like gan_jax, so callers need no transposes; the
 DCGAN converts to torch's NCHW inside. Train vs eval mode is torch's own: .train() (the
 default, what a training step uses) normalises with batch statistics and updates the running
-ones; .eval() (sampling, evaluation) uses the running ones. With --conditional (MLP only),
-each net also has `label_embed`, an nn.Embedding(10, 10) (default N(0, 1) init). Every net
-takes optional `labels` (B,) int: the conditional MLP reads them; the others ignore them.
+ones; .eval() (sampling, evaluation) uses the running ones. With --conditional, each G has
+`label_embed`, an nn.Embedding(10, 10) (default N(0, 1) init) whose row joins z; the MLP's D
+has one too, joined to its flat input, and the DCGAN's D is a projection discriminator
+(`projection`, an nn.Embedding(10, features), N(0, 0.02)). With --d-norm spectral every weight
+of the DCGAN's D carries torch's own spectral_norm parametrization (`_spectral_norm`). Every net
+takes optional `labels` (B,) int: conditional nets read them; the others ignore them.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils import parametrizations
 
 from gan_common.config import LABEL_EMBED_DIM, NUM_CLASSES, Config
 
@@ -29,6 +33,11 @@ IMAGE_SIZE = 28 * 28
 def _label_embed(config: Config) -> nn.Embedding | None:
     """--conditional: the (NUM_CLASSES, LABEL_EMBED_DIM) table; else None."""
     return nn.Embedding(NUM_CLASSES, LABEL_EMBED_DIM) if config.conditional else None
+
+
+def _with_label(h: torch.Tensor, label_embed: nn.Embedding | None, labels: torch.Tensor | None) -> torch.Tensor:
+    """(B, n) -> (B, n + 10): the labels' embedding joined to h (--conditional); h itself otherwise."""
+    return h if label_embed is None else torch.cat([h, label_embed(labels)], dim=1)
 
 
 class Generator(nn.Module):
@@ -45,9 +54,7 @@ class Generator(nn.Module):
             setattr(self, f"fc{i + 1}", nn.Linear(widths[i], widths[i + 1]))
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        h = z  # (B, latent_dim)
-        if self.label_embed is not None:
-            h = torch.cat([h, self.label_embed(labels)], dim=1)  # (B, latent_dim + 10)
+        h = _with_label(z, self.label_embed, labels)  # (B, latent_dim [+ 10])
         for i in range(1, self.num_layers):
             h = F.relu(getattr(self, f"fc{i}")(h))  # (B, 256) then (B, 512)
         h = torch.tanh(getattr(self, f"fc{self.num_layers}")(h))  # (B, 784) in [-1, 1]
@@ -69,9 +76,7 @@ class Discriminator(nn.Module):
             setattr(self, f"fc{i + 1}", nn.Linear(widths[i], widths[i + 1]))
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        h = x.reshape(x.shape[0], -1)  # (B, 784)
-        if self.label_embed is not None:
-            h = torch.cat([h, self.label_embed(labels)], dim=1)  # (B, 784 + 10)
+        h = _with_label(x.reshape(x.shape[0], -1), self.label_embed, labels)  # (B, 784 [+ 10])
         for i in range(1, self.num_layers):
             h = F.leaky_relu(getattr(self, f"fc{i}")(h), self.leaky_slope)  # (B, 512) then (B, 256)
         return getattr(self, f"fc{self.num_layers}")(h)[:, 0]  # (B,) logits
@@ -89,8 +94,16 @@ def _dcgan_init(module: nn.Module) -> None:
         nn.init.zeros_(module.bias)
 
 
+def _spectral_norm(module: nn.Module) -> nn.Module:
+    """--d-norm spectral: torch's own parametrization, the spec gan_jax.models.SpectralNorm follows. The weight
+    becomes W / (u^T W v) with W reshaped to (out, -1); each train-mode forward first moves the buffers u, v by
+    one power iteration (eval mode does not); the raw W is `parametrizations.weight.original`."""
+    return parametrizations.spectral_norm(module, n_power_iterations=1, eps=1e-12, dim=0)
+
+
 class DcganGenerator(nn.Module):
-    """z (B, latent_dim) -> images (B, H, W, C) in [-1, 1]: project to (H/4, W/4, 2c), upsample twice.
+    """z (B, latent_dim) [and labels (B,) int, --conditional] -> images (B, H, W, C) in [-1, 1]: project to
+    (H/4, W/4, 2c), upsample twice.
 
     Layers before a BatchNorm have no bias: the normalisation subtracts it again (its gradient is 0).
     BatchNorm2d's defaults (momentum 0.1, eps 1e-5, unbiased running variance) are the spec.
@@ -101,17 +114,19 @@ class DcganGenerator(nn.Module):
         height, width, channels = config.image_shape
         c = config.g_channels
         self.start = (height // 4, width // 4, 2 * c)
-        self.fc = nn.Linear(config.latent_dim, math.prod(self.start), bias=False)
+        self.label_embed = _label_embed(config)
+        in_width = config.latent_dim + (LABEL_EMBED_DIM if config.conditional else 0)
+        self.fc = nn.Linear(in_width, math.prod(self.start), bias=False)
         self.bn0 = nn.BatchNorm2d(2 * c)
         self.deconv1 = nn.ConvTranspose2d(2 * c, c, 4, stride=2, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(c)
         self.deconv2 = nn.ConvTranspose2d(c, channels, 4, stride=2, padding=1)
-        self.apply(_dcgan_init)
+        self.apply(_dcgan_init)  # the label embedding keeps nn.Embedding's N(0, 1), as the MLP's
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        del labels  # unconditional: validate refuses --conditional with --arch dcgan
+        h = _with_label(z, self.label_embed, labels)  # (B, latent_dim [+ 10])
         # fc's outputs are indexed (h, w, c), NHWC's order (the neutral layout): reshape, then to NCHW.
-        h = self.fc(z).reshape(-1, *self.start).permute(0, 3, 1, 2)  # (B, 2c, 7, 7)
+        h = self.fc(h).reshape(-1, *self.start).permute(0, 3, 1, 2)  # (B, 2c, 7, 7)
         h = F.relu(self.bn0(h))
         h = F.relu(self.bn1(self.deconv1(h)))  # (B, c, 14, 14)
         h = torch.tanh(self.deconv2(h))  # (B, C, 28, 28) in [-1, 1]
@@ -119,28 +134,40 @@ class DcganGenerator(nn.Module):
 
 
 class DcganDiscriminator(nn.Module):
-    """images (B, H, W, C) -> logits (B,): two stride-2 convolutions with LeakyReLU, then one linear logit."""
+    """images (B, H, W, C) [and labels (B,) int, --conditional] -> logits (B,): two stride-2 convolutions with
+    LeakyReLU, then one linear logit; with --conditional, plus the projection <embed(y), h> (Miyato & Koyama
+    2018) of D's flattened features h. --d-norm spectral normalises every weight, the projection's table too."""
 
     def __init__(self, config: Config):
         super().__init__()
         height, width, channels = config.image_shape
         c = config.d_channels
+        features = (height // 4) * (width // 4) * 2 * c
         self.leaky_slope = config.leaky_slope
         self.conv1 = nn.Conv2d(channels, c, 4, stride=2, padding=1)  # no normalisation on D's input layer
         self.conv2 = nn.Conv2d(c, 2 * c, 4, stride=2, padding=1, bias=not config.d_batch_norm)
         self.bn2 = nn.BatchNorm2d(2 * c) if config.d_batch_norm else None
-        self.fc = nn.Linear((height // 4) * (width // 4) * 2 * c, 1)
+        self.fc = nn.Linear(features, 1)
+        self.projection = nn.Embedding(NUM_CLASSES, features) if config.conditional else None
         self.apply(_dcgan_init)
+        if self.projection is not None:
+            nn.init.normal_(self.projection.weight, 0.0, 0.02)  # a per-class linear logit: N(0, 0.02) as the kernels
+        if config.d_norm == "spectral":  # after the initialisation: torch starts u, v from the initial weights
+            for layer in (self.conv1, self.conv2, self.fc, self.projection):
+                if layer is not None:
+                    _spectral_norm(layer)
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        del labels  # unconditional: validate refuses --conditional with --arch dcgan
         h = F.leaky_relu(self.conv1(x.permute(0, 3, 1, 2)), self.leaky_slope)  # (B, c, 14, 14)
         h = self.conv2(h)  # (B, 2c, 7, 7)
         if self.bn2 is not None:
             h = self.bn2(h)
-        h = F.leaky_relu(h, self.leaky_slope)
         # Flattened in (h, w, c) order, as gan_jax's NHWC, so fc's kernel is the same matrix in both.
-        return self.fc(h.permute(0, 2, 3, 1).reshape(h.shape[0], -1))[:, 0]  # (B,) logits
+        h = F.leaky_relu(h, self.leaky_slope).permute(0, 2, 3, 1).reshape(h.shape[0], -1)  # (B, features)
+        logits = self.fc(h)[:, 0]  # (B,)
+        if self.projection is not None:
+            logits = logits + (self.projection(labels) * h).sum(dim=1)  # + <embed(y), h>
+        return logits
 
 
 def build_generator(config: Config) -> nn.Module:

@@ -37,6 +37,9 @@ SPECS = (
     # in G and D, strided convolutions) at a cost of milliseconds per step. parity_tests/test_dcgan.py
     # adds what only it has: train-mode running statistics over a float64 trajectory, d_norm none.
     Spec("dcgan_small", Config(arch="dcgan", latent_dim=16, g_channels=8, d_channels=8, batch_size=16)),
+    # The same with --d-norm spectral: every D weight divided by u^T W v, u and v moved by each train-mode call.
+    Spec("dcgan_spectral", Config(arch="dcgan", latent_dim=16, g_channels=8, d_channels=8, batch_size=16,
+                                  d_norm="spectral")),
 )
 
 # The --loss kinds beyond the default pair (parity_tests/test_losses.py). Their steps run D's
@@ -168,8 +171,8 @@ class JaxAdapter:
 
         gan, train, config = self.gan, self.train, self.config
 
-        def penalty(d_params):
-            discriminate = functools.partial(gan.discriminate, d_params, self.state.d_stats)
+        def penalty(d_params):  # D called as the step calls it (with spectral norm, one power iteration first)
+            discriminate, _ = train.penalty_discriminator(gan, d_params, self.state.d_stats)
             if kind == "gp":
                 return train.gradient_penalty(discriminate, x, fake, eps, config.gp_weight)
             return train.r1_penalty(discriminate, x, config.r1_weight)

@@ -1,9 +1,10 @@
 """--conditional: both backends compute the same label-conditioned GAN, and draw its labels as the spec says.
 
 Through the shared harness, with the labels as one more input to the real train_steps: forward
-passes, one step's losses and gradients (the label embeddings' too), and 100-step float64 runs;
-then what each real Backend feeds its step (the real batch's own labels, uniform fake classes
-from a stream of their own, and everything else exactly as the unconditional run draws it).
+passes, one step's losses and gradients (the label embeddings' and the projection's too), and
+100-step float64 runs, for the MLP and the DCGAN (a projection discriminator); then what each real
+Backend feeds its step (the real batch's own labels, uniform fake classes from a stream of their
+own, and everything else exactly as the unconditional run draws it).
 """
 
 import dataclasses
@@ -19,11 +20,18 @@ from parity_tests.harness import (ADAPTERS, JaxAdapter, Spec, TorchAdapter, asse
 # A narrower MLP at batch 32 keeps the 100-step float64 runs fast (as LOSS_SPECS); wgan_gp with
 # n_critic 2 checks the labels' rows follow x's and z_d's through the D updates, and the penalty at the real labels.
 _SMALL = dict(latent_dim=32, g_hidden="64,128", d_hidden="128,64", batch_size=32, conditional=True)
+# The DCGAN at harness.SPECS' dcgan_small sizes: with BatchNorm in D (real and fake in two calls, each with
+# its own labels), and SNGAN-projection's setting, spectral norm (the projection's table too) with the hinge loss.
+_DCGAN = dict(arch="dcgan", latent_dim=16, g_channels=8, d_channels=8, batch_size=16, conditional=True)
 CONDITIONAL_SPECS = (
     Spec("cond_gan", Config(**_SMALL)),
     Spec("cond_wgan_gp_2critic", Config(**_SMALL, loss="wgan_gp", n_critic=2, beta1=0.5)),
+    Spec("cond_dcgan", Config(**_DCGAN)),
+    Spec("cond_dcgan_spectral_hinge", Config(**_DCGAN, d_norm="spectral", loss="hinge")),
 )
 IDS = [s.name for s in CONDITIONAL_SPECS]
+ONE_UPDATE_SPECS = [s for s in CONDITIONAL_SPECS if s.config.n_critic == 1]  # one D update: comparable gradients
+ONE_UPDATE_IDS = [s.name for s in ONE_UPDATE_SPECS]
 
 
 @pytest.fixture(scope="module")
@@ -58,8 +66,28 @@ def test_embeddings_cross_as_classes_by_dim_tables_exactly():
             assert_tensors_close(t.export(), weights, abs=0.0, what=f"{source.name} -> {target.name}")
 
 
-def test_forward_passes_agree_with_labels(mnist, mnist_labels):
-    config = CONDITIONAL_SPECS[0].config
+def test_dcgan_label_tables_cross_exactly():
+    """The conditional DCGAN's tables: G's (10, 10) label embedding, N(0, 1) as the MLP's, and D's projection,
+    (10, features) in nn.Embedding's layout, N(0, 0.02) as the kernels; both round trip in both directions."""
+    config = CONDITIONAL_SPECS[2].config
+    features = 7 * 7 * 2 * config.d_channels
+    for source in ADAPTERS:
+        weights = source(config).export()
+        table, projection = weights["generator.label_embed.embedding"], weights["discriminator.projection.embedding"]
+        assert table.shape == (10, 10) and projection.shape == (10, features)
+        assert abs(table.std() - 1) < 0.4, f"{source.name} label embedding init"
+        assert abs(projection.std() - 0.02) < 0.002, f"{source.name} projection init"  # 7840 draws: 1% std error
+        assert weights["generator.fc.kernel"].shape == (config.latent_dim + 10, 7 * 7 * 2 * config.g_channels)
+        assert "discriminator.label_embed.embedding" not in weights  # the projection replaces it
+        for target in ADAPTERS:
+            t = target(config)
+            t.load(weights)
+            assert_tensors_close(t.export(), weights, abs=0.0, what=f"{source.name} -> {target.name}")
+
+
+@pytest.mark.parametrize("spec", ONE_UPDATE_SPECS, ids=ONE_UPDATE_IDS)
+def test_forward_passes_agree_with_labels(spec, mnist, mnist_labels):
+    config = spec.config
     jax_a, torch_a = _pair(config)
     xs, zs, _ = inputs(config, mnist, 1)
     y_reals, y_ds, _ = class_labels(config, mnist_labels, 1)
@@ -71,24 +99,29 @@ def test_forward_passes_agree_with_labels(mnist, mnist_labels):
         assert max_rel_err(jax_a.discriminate(batch, labels), torch_a.discriminate(batch, labels)) <= 1e-5, name
     # Not vacuous: the labels change both nets' outputs (another class, other images and logits).
     other = (y + 1) % 10
-    assert np.max(np.abs(jax_a.generate(z, other) - images_j)) > 1e-2
+    assert max_rel_err(jax_a.generate(z, other), images_j) > 1e-2
     assert max_rel_err(jax_a.discriminate(x, other), jax_a.discriminate(x, y_real)) > 1e-3
 
 
-def test_one_step_losses_and_gradients_agree_with_labels(mnist, mnist_labels):
-    config = CONDITIONAL_SPECS[0].config
+@pytest.mark.parametrize("spec", ONE_UPDATE_SPECS, ids=ONE_UPDATE_IDS)
+def test_one_step_losses_and_gradients_agree_with_labels(spec, mnist, mnist_labels):
+    config = spec.config
     jax_a, torch_a = _pair(config)
     xs, z_ds, z_gs = inputs(config, mnist, 1)
     labels = tuple(y[0] for y in class_labels(config, mnist_labels, 1))
     metrics_j, d_grads_j, g_grads_j = jax_a.step_with_grads(xs[0], z_ds[0], z_gs[0], labels=labels)
     metrics_t, d_grads_t, g_grads_t = torch_a.step_with_grads(xs[0], z_ds[0], z_gs[0], labels=labels)
-    # The one-step budget of test_step_parity: ~100 float32 ulps. The embeddings' gradients are
-    # sums over the batch rows of each class of fc1's back-propagated errors: the same kind of sum.
-    np.testing.assert_allclose(metrics_j, metrics_t, rtol=1e-5, err_msg="[d_loss, g_loss, D(x), D(G(z))]")
+    # The one-step budget of test_step_parity: ~100 float32 ulps. The tables' gradients are sums over the
+    # batch rows of each class (of fc1's back-propagated errors; of D's features for the projection): the
+    # same kind of sum. Relative to the vector's scale: hinge's raw D outputs can sit near 0.
+    assert max_rel_err(metrics_j, metrics_t) <= 1e-5, f"[d_loss, g_loss, D(x), D(G(z))]: {metrics_j} vs {metrics_t}"
     assert_tensors_close(d_grads_j, d_grads_t, rel=1e-5, what="D's gradients")
     assert_tensors_close(g_grads_j, g_grads_t, rel=1e-5, what="G's gradients (through the updated D)")
-    for grads in (d_grads_j, g_grads_j):  # the tables learn: every class in the batch moves its row
-        assert np.count_nonzero(np.abs(grads[next(k for k in grads if "label_embed" in k)]).sum(1)) >= 8
+    # The tables learn: exactly the rows of the classes each net was shown move (D: real and fake labels).
+    y_real, y_d, y_g = labels
+    for grads, shown in ((d_grads_j, {*y_real, *y_d}), (g_grads_j, {*y_g})):
+        table = next(k for k in grads if k.endswith((".label_embed.embedding", ".projection.embedding")))
+        assert set(np.flatnonzero(np.abs(grads[table]).sum(1))) == shown, table
 
 
 NUM_STEPS = 100
@@ -119,9 +152,11 @@ def test_float64_runs_are_the_same_run(spec, mnist, mnist_labels):
     assert np.max(np.abs(images_j - images_t)) <= 1e-10
     for key in final_t:  # one float32 ulp of the tensor's scale, as in test_trajectory
         assert max_rel_err(final_j[key], final_t[key]) <= 2.0**-23, key
-    moved = max_rel_err(final_t["generator.label_embed.embedding"], torch_a.__class__(config).export()
-                        ["generator.label_embed.embedding"])
-    assert moved > 1e-3, "the embeddings did not train: the run would not test them"
+    start = TorchAdapter(config).export()
+    tables = [k for k in final_t if k.endswith(".embedding")]
+    assert len(tables) == 2  # G's label embedding, and D's (the MLP) or its projection (the DCGAN)
+    for key in tables:
+        assert max_rel_err(final_t[key], start[key]) > 1e-3, f"{key} did not train: the run would not test it"
 
 
 # ----------------------------------------------------------------------------- what the Backends feed

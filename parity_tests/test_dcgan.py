@@ -1,12 +1,15 @@
-"""--arch dcgan: what the MLP specs cannot show, BatchNorm's two modes and its running statistics.
+"""--arch dcgan: what the MLP specs cannot show, the two modes of BatchNorm and of spectral norm, and their state.
 
-test_step_parity and test_trajectory's float32 run already take harness.SPECS' dcgan_small
-(forward in eval mode, one step's losses, gradients and Adam update, 20 float32 steps). Here:
+test_step_parity and test_trajectory's float32 run already take harness.SPECS' dcgan_small and
+dcgan_spectral (forward in eval mode, one step's losses, gradients and Adam update, 20 float32
+steps). Here:
   - torch.nn.BatchNorm2d's running-statistics update (momentum 0.1, unbiased running variance,
     biased variance normalising) against gan_jax.models.BatchNorm and a NumPy formula;
   - a 32x32x3 dataset's nets (G starts at 8x8), both modes, weights across the bridge;
-  - 100-step float64 trajectories, both --d-norm batch (D called on real and fake apart) and
-    none (one call on [real; fake]), with every running statistic compared at the end.
+  - 100-step float64 trajectories, --d-norm batch (D called on real and fake apart), none and
+    spectral (one call on [real; fake]), spectral with WGAN-GP (a second D call per update), with
+    every running statistic and spectral norm's u, v compared at the end;
+  - spectral norm's power iteration in both backends against NumPy's SVD, and its eval mode.
 Why float64 for the trajectories: test_trajectory.py's reasons (ReLU and LeakyReLU kinks flip
 on last-bit differences in float32; Adam and the game amplify them to order lr).
 """
@@ -18,7 +21,7 @@ import pytest
 import torch
 
 from gan_common import config as config_module
-from parity_tests.harness import SPECS, JaxAdapter, TorchAdapter, float64_runs, max_rel_err
+from parity_tests.harness import SPECS, JaxAdapter, TorchAdapter, float64_runs, interpolation_eps, max_rel_err
 
 DCGAN = next(s.config for s in SPECS if s.config.arch == "dcgan")
 NUM_STEPS = 100
@@ -98,27 +101,133 @@ def test_32x32_colour_images_forward_in_both_modes(image_32x32x3):
         assert max_rel_err(stats_j[key], stats_t[key]) <= 1e-5, key
 
 
-@pytest.mark.parametrize("d_norm", ["batch", "none"])
-def test_float64_dcgan_runs_are_the_same_run_running_statistics_included(d_norm, mnist):
-    jax_run, torch_run = float64_runs(dataclasses.replace(DCGAN, d_norm=d_norm), mnist, NUM_STEPS)
+# D's normalisations, and spectral norm with a penalty: a penalty's D call is one more train-mode call, so
+# one more power iteration per D update (gan_jax.train.penalty_discriminator).
+FLOAT64_CONFIGS = {
+    "batch": DCGAN,
+    "none": dataclasses.replace(DCGAN, d_norm="none"),
+    "spectral": dataclasses.replace(DCGAN, d_norm="spectral"),
+    "spectral_wgan_gp": dataclasses.replace(DCGAN, d_norm="spectral", loss="wgan_gp"),
+}
+
+
+@pytest.mark.parametrize("name", FLOAT64_CONFIGS)
+def test_float64_dcgan_runs_are_the_same_run_running_statistics_included(name, mnist):
+    config = FLOAT64_CONFIGS[name]
+    jax_run, torch_run = float64_runs(config, mnist, NUM_STEPS, interpolation_eps(config, NUM_STEPS))
     metrics_j, metrics_t = jax_run.metrics, torch_run.metrics
     images_j, images_t = jax_run.images, torch_run.images  # eval mode: the running statistics
     final_j, final_t = jax_run.final, torch_run.final
 
     # As test_trajectory: float64 rounding grows to ~1e-13 over the run (measured below 1e-12);
-    # a wrong momentum, variance estimator or D call order changes step 1's losses by > 1e-4.
-    err = np.max(np.abs(metrics_j[:, :2] - metrics_t[:, :2]) / np.abs(metrics_t[:, :2]), axis=1)
-    assert float(err.max()) <= 1e-10, f"float64 runs diverged (worst step {int(err.argmax()) + 1}: {err.max():.3g})"
+    # a wrong momentum, variance estimator or D call order changes step 1's losses by > 1e-4. Relative
+    # to each metric's largest magnitude over the run, as test_losses (a WGAN critic loss crosses zero).
+    errs = [max_rel_err(metrics_j[:, i], metrics_t[:, i]) for i in range(4)]
+    assert max(errs) <= 1e-10, f"float64 runs diverged: [d_loss, g_loss, d_real, d_fake] differ by {errs}"
     assert np.max(np.abs(images_j - images_t)) <= 1e-10
-    # Parameters and running statistics, exported as float32: one float32 ulp of the largest entry.
+    # Parameters, running statistics and spectral norm's u, v, exported as float32: one float32 ulp of the
+    # largest entry.
     assert sorted(final_j) == sorted(final_t)
     for key in final_t:
         assert max_rel_err(final_j[key], final_t[key]) <= 2.0**-23, key
     stats = [k for k in final_t if k.endswith((".mean", ".var"))]
-    assert len(stats) == (6 if d_norm == "batch" else 4)
-    # Not vacuous: every running statistic moved away from its start (mean 0, var 1).
+    assert len(stats) == (6 if config.d_norm == "batch" else 4)
+    # Not vacuous: every running statistic moved away from its start (mean 0, var 1) ...
     moved = {k: float(np.max(np.abs(final_t[k] - k.endswith(".var")))) for k in stats}
     assert min(moved.values()) > 1e-3, moved
+    # ... and so did every u and v (but fc's u: the (1,) unit vector of a one-logit layer is 1).
+    vectors = [k for k in final_t if ".sn_" in k]
+    assert len(vectors) == (6 if config.d_norm == "spectral" else 0)  # conv1, conv2, fc: u and v
+    start = TorchAdapter(config).export()
+    moved = {k: max_rel_err(final_t[k], start[k]) for k in vectors if final_t[k].size > 1}
+    assert not vectors or min(moved.values()) > 1e-3, moved
+
+
+# ----------------------------------------------------------------------------- spectral normalisation
+def _spectral_layers(seed: int = 0):
+    """D's conv2 under --d-norm spectral in both backends, holding one N(0, 1) kernel (4, 4, 8, 16) and one
+    u (16,), v (128,) drawn far from W's singular vectors; and that kernel as torch's (16, 128) matrix."""
+    import jax.numpy as jnp
+    from flax import nnx
+    from gan_jax.models import DcganDiscriminator
+    from gan_torch.models import build_discriminator
+
+    config = FLOAT64_CONFIGS["spectral"]
+    rng = np.random.default_rng(seed)
+    kernel = rng.standard_normal((4, 4, 8, 16)).astype(np.float32)  # HWIO
+    matrix = kernel.transpose(3, 2, 0, 1).reshape(16, -1)  # OIHW flattened: torch's weight.flatten(1)
+    u, v = ((a / np.linalg.norm(a)).astype(np.float32) for a in (rng.standard_normal(16), rng.standard_normal(128)))
+    jax_layer = DcganDiscriminator(config, nnx.Rngs(0)).conv2
+    for variable, value in ((jax_layer.kernel, kernel), (jax_layer.sn_u, u), (jax_layer.sn_v, v)):
+        variable[...] = jnp.asarray(value)
+    torch_layer = build_discriminator(config).conv2
+    spectral_norm = torch_layer.parametrizations.weight
+    with torch.no_grad():
+        spectral_norm.original.copy_(torch.from_numpy(kernel.transpose(3, 2, 0, 1).copy()))
+        spectral_norm[0]._u.copy_(torch.from_numpy(u))
+        spectral_norm[0]._v.copy_(torch.from_numpy(v))
+    return jax_layer, torch_layer, matrix
+
+
+def _torch_vectors(torch_layer) -> tuple[np.ndarray, np.ndarray]:
+    spectral_norm = torch_layer.parametrizations.weight[0]
+    return spectral_norm._u.numpy().copy(), spectral_norm._v.numpy().copy()
+
+
+# A 16 x 128 Gaussian matrix: s1 / s2 = 1.08 here, so sigma's error shrinks only ~0.73x a call.
+CALLS = 40
+
+
+def test_spectral_norm_sigma_converges_to_the_largest_singular_value_in_both_backends():
+    """Repeated train-mode calls run one power iteration each: in both backends u and v move alike, and
+    sigma = u^T W v climbs to W's largest singular value (NumPy's SVD); v to W's first right singular
+    vector, whose entries are in torch's (I, kh, kw) order only if the JAX side reshapes as torch does."""
+    import jax.numpy as jnp
+
+    jax_layer, torch_layer, matrix = _spectral_layers()
+    x = np.random.default_rng(1).uniform(-1, 1, (2, 8, 8, 8)).astype(np.float32)
+    _, singular_values, vt = np.linalg.svd(matrix.astype(np.float64))
+    sigma = lambda u, v: float(u.astype(np.float64) @ matrix @ v)  # noqa: E731
+    u0, v0 = _torch_vectors(torch_layer)
+    assert abs(sigma(u0, v0) / singular_values[0] - 1) > 0.5, "the start would make convergence vacuous"
+    for call in range(CALLS):
+        out_j = np.asarray(jax_layer(jnp.asarray(x), train=True))
+        out_t = torch_layer(torch.from_numpy(x).permute(0, 3, 1, 2)).permute(0, 2, 3, 1).detach().numpy()
+        u_j, v_j = np.asarray(jax_layer.sn_u[...]), np.asarray(jax_layer.sn_v[...])
+        u_t, v_t = _torch_vectors(torch_layer)
+        # Unit vectors from float32 matrix-vector products of <= 128 terms: a few ulps; 1e-5 absolute.
+        # (A wrong reshape order puts v's entries elsewhere: errors of order 1 from the first call.)
+        assert max(np.max(np.abs(u_j - u_t)), np.max(np.abs(v_j - v_t))) <= 1e-5, f"call {call + 1}"
+        assert max_rel_err(out_j, out_t) <= 1e-5, f"call {call + 1}: outputs"
+    # Measured: sigma 25% low after one call, 5e-6 after 30, 1.1e-7 after 40; 1 - |<v, v1>| 1.2e-6 after 40.
+    assert abs(sigma(u_j, v_j) / singular_values[0] - 1) <= 1e-5
+    assert abs(float(v_j @ vt[0])) >= 1 - 1e-5  # the first right singular vector, up to its sign
+    # The normalised kernel's largest singular value is then 1.
+    normalised = np.asarray(jax_layer.spectral_weight(train=False)).transpose(3, 2, 0, 1).reshape(16, -1)
+    assert abs(np.linalg.norm(normalised.astype(np.float64), 2) - 1) <= 1e-5
+
+
+def test_spectral_norm_eval_mode_leaves_u_and_v_and_divides_by_their_sigma():
+    """Eval mode (sampling, the harness' forward tests): no power iteration in either backend; the kernel is
+    divided by u^T W v of the stored u, v."""
+    import jax.numpy as jnp
+    from gan_jax.models import conv
+
+    jax_layer, torch_layer, matrix = _spectral_layers()
+    x = np.random.default_rng(1).uniform(-1, 1, (2, 8, 8, 8)).astype(np.float32)
+    u, v = _torch_vectors(torch_layer)
+    torch_layer.eval()
+    for _ in range(2):
+        out_j = np.asarray(jax_layer(jnp.asarray(x), train=False))
+        out_t = torch_layer(torch.from_numpy(x).permute(0, 3, 1, 2)).permute(0, 2, 3, 1).detach().numpy()
+        np.testing.assert_array_equal(np.asarray(jax_layer.sn_u[...]), u)
+        np.testing.assert_array_equal(np.asarray(jax_layer.sn_v[...]), v)
+        for got, want in zip(_torch_vectors(torch_layer), (u, v)):
+            np.testing.assert_array_equal(got, want)
+    kernel = np.asarray(jax_layer.kernel[...]) / np.float32(u.astype(np.float64) @ matrix @ v)
+    want = np.asarray(conv(jnp.asarray(x), jnp.asarray(kernel))) + np.asarray(jax_layer.bias[...])
+    # float32 convolutions of 128-term sums (test_step_parity's forward tolerance).
+    assert max_rel_err(out_j, want) <= 1e-5 and max_rel_err(out_t, want) <= 1e-5
 
 
 # ----------------------------------------------------------------------------- the hand-written kernel gradients

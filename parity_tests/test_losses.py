@@ -154,13 +154,15 @@ def test_penalties_match_closed_forms(backend, critic, penalty):
 # ----------------------------------------------------------------------------- backend against backend
 _DCGAN = next(s.config for s in SPECS if s.config.arch == "dcgan")
 # The DCGAN's D too (without BatchNorm, which validate refuses with a penalty): its convolutions'
-# hand-written kernel gradients (gan_jax.models.conv) are differentiated a second time here.
+# hand-written kernel gradients (gan_jax.models.conv) are differentiated a second time here; with
+# spectral norm, through sigma = u^T W v as well, after the penalty's own power iteration.
 PENALTY_SPECS = {**SPEC, "dcgan_wgan_gp": dataclasses.replace(_DCGAN, d_norm="none", loss="wgan_gp"),
-                 "dcgan_r1": dataclasses.replace(_DCGAN, d_norm="none", r1_weight=5.0)}
+                 "dcgan_r1": dataclasses.replace(_DCGAN, d_norm="none", r1_weight=5.0),
+                 "dcgan_spectral_r1": dataclasses.replace(_DCGAN, d_norm="spectral", r1_weight=5.0)}
 
 
 @pytest.mark.parametrize("penalty, spec", [("gp", "wgan_gp"), ("r1", "gan_r1"), ("gp", "dcgan_wgan_gp"),
-                                           ("r1", "dcgan_r1")])
+                                           ("r1", "dcgan_r1"), ("r1", "dcgan_spectral_r1")])
 def test_penalty_values_and_gradients_agree(penalty, spec, mnist):
     """The real D, the same weights, x, G(z) and eps: the same penalty and the same double-backprop gradient."""
     config = PENALTY_SPECS[spec]

@@ -18,6 +18,9 @@ BACKENDS = ("gan_jax", "gan_torch")
 # A small model and 4 steps: the wiring, not the quality.
 TINY = ["--steps", "4", "--log-every", "2", "--sample-every", "4", "--checkpoint-every", "2", "--batch-size", "16",
         "--latent-dim", "16", "--g-hidden", "64", "--d-hidden", "64", "--steps-per-call", "2", "--conditional"]
+# The DCGAN's projection discriminator, spectrally normalised: its resume also proves u and v are checkpointed.
+NETS = {"mlp": TINY, "dcgan": [a for a in TINY if a not in ("--g-hidden", "--d-hidden", "64")]
+        + ["--arch", "dcgan", "--g-channels", "4", "--d-channels", "4", "--d-norm", "spectral"]}
 EVAL = ["--eval-every", "4", "--eval-samples", "100"]
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
@@ -27,14 +30,15 @@ def _main(backend: str, module: str):
     return importlib.import_module(f"{backend}.{module}").main
 
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory) -> dict[str, str]:
-    """A 4-step conditional run of each backend; gan_jax's evaluated at step 4 (the loop and the
-    evaluation are gan_common's, shared: one backend's classifier keeps this file fast)."""
-    out = {}
+@pytest.fixture(scope="module", params=NETS)
+def runs(request, tmp_path_factory) -> dict:
+    """A 4-step conditional run of each backend, of each net (`NETS`); gan_jax's evaluated at step 4 (the
+    loop and the evaluation are gan_common's, shared: one backend's classifier keeps this file fast)."""
+    out = {"argv": NETS[request.param]}
     for backend in BACKENDS:
         out[backend] = str(tmp_path_factory.mktemp(backend) / "run")
-        assert _main(backend, "train")(["--out-dir", out[backend], *TINY, *(EVAL if backend == "gan_jax" else [])]) == 0
+        argv = ["--out-dir", out[backend], *out["argv"], *(EVAL if backend == "gan_jax" else [])]
+        assert _main(backend, "train")(argv) == 0
     return out
 
 
@@ -52,18 +56,26 @@ def test_conditional_run_logs_per_class_accuracy_and_writes_a_class_by_row_grid(
     # Ten rows (one per class) of 8 digits, 2-pixel gaps, upscaled 2x: (10 * 30 + 2) * 2 by (8 * 30 + 2) * 2.
     assert Image.open(os.path.join(run, "samples", "step_0000004.png")).size == (484, 604)
     weights = load_file(os.path.join(run, "checkpoints", "4", "weights.safetensors"))
-    assert weights["generator.label_embed.embedding"].shape == weights["discriminator.label_embed.embedding"].shape == (10, 10)
+    assert weights["generator.label_embed.embedding"].shape == (10, 10)
+    if "dcgan" in runs["argv"]:  # D's projection, (10, 7 * 7 * 2 * 4), and spectral norm's u, v of its four weights
+        assert weights["discriminator.projection.embedding"].shape == (10, 392)
+        assert {f"discriminator.{layer}.sn_{uv}" for layer in ("conv1", "conv2", "fc", "projection")
+                for uv in "uv"} <= set(weights)
+    else:
+        assert weights["discriminator.label_embed.embedding"].shape == (10, 10)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_resume_equals_uninterrupted(runs, backend, tmp_path):
     b = str(tmp_path / "b")
     train = _main(backend, "train")
-    assert train(["--out-dir", b, *TINY, "--steps", "2"]) == 0
+    assert train(["--out-dir", b, *runs["argv"], "--steps", "2"]) == 0
     assert train(["--out-dir", b, "--resume", "--steps", "4"]) == 0
     wa = load_file(os.path.join(runs[backend], "checkpoints", "4", "weights.safetensors"))
     wb = load_file(os.path.join(b, "checkpoints", "4", "weights.safetensors"))
-    for k in wa:  # bit-identical: the fake classes come back with the noise (JAX: (key, step); torch: its generator)
+    # Bit-identical: the fake classes come back with the noise (JAX: (key, step); torch: its generator), and
+    # spectral norm's u, v with the checkpoint (a resumed run that restarted them would differ from step 3 on).
+    for k in wa:
         np.testing.assert_array_equal(wa[k], wb[k], err_msg=k)
 
 
@@ -71,7 +83,8 @@ def test_sample_label_draws_that_class_from_either_backends_checkpoint(runs, tmp
     from gan_jax.sample import load_generator
     from gan_common.sampling import sample_noise
 
-    for trained_by, run in runs.items():
+    for trained_by in BACKENDS:
+        run = runs[trained_by]
         got = {}
         for backend in BACKENDS:
             for label in (7, 3):

@@ -173,10 +173,12 @@ def test_resume_takes_this_launchs_layout_but_not_a_new_precision():
         resume_config(saved, current, given)
 
 
-def test_conditional_dcgan_is_refused_until_a_projection_discriminator_exists():
-    """--conditional's label embedding is concatenated to the MLP's flat input; a DCGAN D needs a projection head."""
-    with pytest.raises(UserError) as e:
-        parse("--arch", "dcgan", "--conditional")
-    assert str(e.value) == ("--conditional with --arch dcgan needs a projection discriminator, not yet available; "
-                            "use --arch mlp")
-    assert parse("--conditional")[0].conditional  # the MLP still takes it
+def test_dcgan_takes_conditional_and_spectral_norm_and_spectral_norm_takes_the_penalties():
+    """A projection discriminator conditions the DCGAN; spectral norm has no batch statistics, so the per-sample
+    penalties combine with it (BatchNorm still refuses them)."""
+    assert parse("--arch", "dcgan", "--conditional")[0].conditional
+    for penalty in (("--loss", "wgan_gp"), ("--r1-weight", "1")):
+        config = parse("--arch", "dcgan", "--d-norm", "spectral", "--conditional", *penalty)[0]
+        assert config.d_norm == "spectral" and not config.d_batch_norm
+        with pytest.raises(UserError, match="add --d-norm spectral or none"):
+            parse("--arch", "dcgan", *penalty)
