@@ -46,6 +46,16 @@ def compute_dtype(config: Config):
     """The dtype of matmuls and activations (--precision); None: the parameters' own (float32, or float64 in tests)."""
     return jnp.bfloat16 if config.precision == "bf16" else None
 
+
+def _accumulator(x: jax.Array):
+    """Where products of x's dtype are summed: float32 for bfloat16 (one rounding at the end, as torch's
+    autocast kernels), the dtype itself for float32 and float64."""
+    return jnp.promote_types(x.dtype, jnp.float32)
+
+
+def _matmul(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    return jnp.matmul(x, kernel, preferred_element_type=_accumulator(x))
+
 # ----------------------------------------------------------------------------- spectral normalisation
 SN_EPS = 1e-12  # torch's spectral_norm default: F.normalize's floor on a vector's norm
 SN_INIT_ITERATIONS = 15  # torch runs 15 power iterations when it registers the parametrization
@@ -139,8 +149,8 @@ class Linear(SpectralNorm, nnx.Linear):
 
     Rounding once matters in bfloat16: with a bf16 sum, D's last bias gradient (a sum over the
     batch of terms that nearly cancel) came out 40% off its float32 value (torch's: 0.06%).
-    Without a compute dtype it is plain nnx.Linear. With spectral=True (the DCGAN's D only, which
-    computes in float32), its kernel is spectrally normalised.
+    Without a compute dtype it is plain nnx.Linear. With spectral=True (the DCGAN's D), its kernel is
+    spectrally normalised (in float32) before the cast.
     """
 
     @staticmethod
@@ -149,7 +159,7 @@ class Linear(SpectralNorm, nnx.Linear):
 
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         if self.sn_u is not None:
-            return _apply(self, x, jnp.matmul, self.spectral_weight(train))
+            return _apply(self, x, _matmul, self.spectral_weight(train))
         y = super().__call__(x)
         return y if self.dtype is None else y.astype(self.dtype)
 
@@ -244,8 +254,9 @@ class BatchNorm(nnx.Module):
     train=True normalises with the batch's mean and biased variance and moves the running
     statistics by BN_MOMENTUM towards the batch mean and the *unbiased* variance (n / (n - 1)
     times the biased one, n = B H W), as torch does; flax's own nnx.BatchNorm would keep the
-    biased one. train=False normalises with the running statistics. Statistics are float32
-    (or wider) whatever the compute dtype.
+    biased one. train=False normalises with the running statistics. Statistics and the
+    normalisation are float32 (or wider) whatever the compute dtype; the output is rounded once to
+    the input's dtype (torch's CPU batch_norm on a bfloat16 input under autocast does the same).
     """
 
     def __init__(self, features: int, rngs: nnx.Rngs):
@@ -255,6 +266,7 @@ class BatchNorm(nnx.Module):
         self.var = nnx.BatchStat(jnp.ones((features,)))
 
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        dtype, x = x.dtype, x.astype(_accumulator(x))
         if train:
             axes = tuple(range(x.ndim - 1))  # all but channels
             n = math.prod(x.shape[:-1])
@@ -265,7 +277,7 @@ class BatchNorm(nnx.Module):
             self.var[...] = (1 - m) * self.var[...] + m * jax.lax.stop_gradient(var) * (n / (n - 1))
         else:
             mean, var = self.mean[...], self.var[...]
-        return (x - mean) / jnp.sqrt(var + BN_EPS) * self.scale[...] + self.bias[...]
+        return ((x - mean) / jnp.sqrt(var + BN_EPS) * self.scale[...] + self.bias[...]).astype(dtype)
 
 
 # The DCGAN's two resampling layers, torch Conv2d(k=4, s=2, p=1) and ConvTranspose2d(k=4, s=2, p=1),
@@ -298,8 +310,10 @@ def conv_kernel_grad(x: jax.Array, g: jax.Array) -> jax.Array:
 
 @jax.custom_vjp
 def conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
-    """(B, 2H, 2W, I) -> (B, H, W, O), kernel (4, 4, I, O): lax's convolution, kernel gradient by hand."""
-    return jax.lax.conv_general_dilated(x, kernel, (2, 2), _CONV_PADDING, dimension_numbers=_DIMENSION_NUMBERS)
+    """(B, 2H, 2W, I) -> (B, H, W, O), kernel (4, 4, I, O): lax's convolution, kernel gradient by hand.
+    bfloat16 inputs give a float32 output (`_accumulator`), as every op here."""
+    return jax.lax.conv_general_dilated(x, kernel, (2, 2), _CONV_PADDING, dimension_numbers=_DIMENSION_NUMBERS,
+                                        preferred_element_type=_accumulator(x))
 
 
 def _conv_fwd(x: jax.Array, kernel: jax.Array):
@@ -308,7 +322,8 @@ def _conv_fwd(x: jax.Array, kernel: jax.Array):
 
 def _conv_bwd(residuals, g: jax.Array):
     x, kernel = residuals
-    return deconv(g, kernel), conv_kernel_grad(x, g)  # conv's transpose is deconv with the same kernel
+    g = g.astype(x.dtype)  # the cotangent in the compute dtype, as the inputs
+    return deconv(g, kernel).astype(x.dtype), conv_kernel_grad(x, g)  # conv's transpose: deconv, same kernel
 
 
 conv.defvjp(_conv_fwd, _conv_bwd)
@@ -320,7 +335,7 @@ def deconv(h: jax.Array, kernel: jax.Array) -> jax.Array:
     lax.conv_transpose(transpose_kernel=True). By adjointness, <g, deconv(h, k)> = <conv(g, k), h>,
     so its kernel gradient is conv's at input g with cotangent h."""
     return jax.lax.conv_transpose(h, kernel, (2, 2), _DECONV_PADDING, dimension_numbers=_DIMENSION_NUMBERS,
-                                  transpose_kernel=True)
+                                  transpose_kernel=True, preferred_element_type=_accumulator(h))
 
 
 def _deconv_fwd(h: jax.Array, kernel: jax.Array):
@@ -329,7 +344,8 @@ def _deconv_fwd(h: jax.Array, kernel: jax.Array):
 
 def _deconv_bwd(residuals, g: jax.Array):
     h, kernel = residuals
-    return conv(g, kernel), conv_kernel_grad(g, h)
+    g = g.astype(h.dtype)
+    return conv(g, kernel).astype(h.dtype), conv_kernel_grad(g, h)
 
 
 deconv.defvjp(_deconv_fwd, _deconv_bwd)
@@ -337,11 +353,13 @@ deconv.defvjp(_deconv_fwd, _deconv_bwd)
 
 def _apply(layer: nnx.Module, x: jax.Array, op: Callable, kernel: jax.Array) -> jax.Array:
     """What flax's layer computes, with `op` (conv, deconv or a matmul) in place of its lax call and `kernel`
-    (the layer's own, or spectrally normalised) in place of its kernel."""
+    (the layer's own, or spectrally normalised) in place of its kernel. With a compute dtype (bfloat16),
+    as torch's autocast kernels: inputs cast to it, the sum and the bias in float32, one rounding."""
     bias = layer.bias[...] if layer.bias is not None else None
     x, kernel, bias = layer.promote_dtype((x, kernel, bias), dtype=layer.dtype)
-    y = op(x, kernel)
-    return y if bias is None else y + bias
+    y = op(x, kernel)  # float32 for bfloat16 inputs
+    y = y if bias is None else y + bias
+    return y if layer.dtype is None else y.astype(layer.dtype)
 
 
 class Conv(SpectralNorm, nnx.Conv):
@@ -364,13 +382,14 @@ class ConvTranspose(nnx.ConvTranspose):
         return _apply(self, h, deconv, self.kernel[...])
 
 
-def _conv(n_in: int, n_out: int, rngs: nnx.Rngs, use_bias: bool = True, spectral: bool = False) -> Conv:
+def _conv(n_in: int, n_out: int, rngs: nnx.Rngs, use_bias: bool = True, spectral: bool = False,
+          dtype=None) -> Conv:
     """torch Conv2d(k=4, s=2, p=1): halves H and W. Kernel (4, 4, in, out), HWIO as the neutral file."""
     return Conv(n_in, n_out, (4, 4), strides=(2, 2), padding=_CONV_PADDING, use_bias=use_bias,
-                kernel_init=DCGAN_INIT, spectral=spectral, rngs=rngs)
+                kernel_init=DCGAN_INIT, spectral=spectral, dtype=dtype, rngs=rngs)
 
 
-def _deconv(n_in: int, n_out: int, rngs: nnx.Rngs, use_bias: bool = True) -> ConvTranspose:
+def _deconv(n_in: int, n_out: int, rngs: nnx.Rngs, use_bias: bool = True, dtype=None) -> ConvTranspose:
     """torch ConvTranspose2d(k=4, s=2, p=1): doubles H and W.
 
     The transpose (gradient) of a stride-2 convolution whose kernel is this layer's, HWIO of
@@ -378,12 +397,13 @@ def _deconv(n_in: int, n_out: int, rngs: nnx.Rngs, use_bias: bool = True) -> Con
     neutral file's.
     """
     return ConvTranspose(n_in, n_out, (4, 4), strides=(2, 2), padding=_DECONV_PADDING, transpose_kernel=True,
-                         use_bias=use_bias, kernel_init=DCGAN_INIT, rngs=rngs)
+                         use_bias=use_bias, kernel_init=DCGAN_INIT, dtype=dtype, rngs=rngs)
 
 
-def _dcgan_linear(n_in: int, n_out: int, rngs: nnx.Rngs, use_bias: bool = True, spectral: bool = False) -> Linear:
-    return Linear(n_in, n_out, use_bias=use_bias, kernel_init=DCGAN_INIT, param_dtype=jnp.float32,
-                  spectral=spectral, rngs=rngs)
+def _dcgan_linear(n_in: int, n_out: int, rngs: nnx.Rngs, use_bias: bool = True, spectral: bool = False,
+                  dtype=None) -> Linear:
+    return Linear(n_in, n_out, use_bias=use_bias, kernel_init=DCGAN_INIT, param_dtype=jnp.float32, dtype=dtype,
+                  preferred_element_type=None if dtype is None else jnp.float32, spectral=spectral, rngs=rngs)
 
 
 class DcganGenerator(nnx.Module):
@@ -399,11 +419,12 @@ class DcganGenerator(nnx.Module):
         self.start = (height // 4, width // 4, 2 * c)
         self.label_embed = _label_embed(config, rngs)
         in_width = config.latent_dim + (LABEL_EMBED_DIM if config.conditional else 0)
-        self.fc = _dcgan_linear(in_width, math.prod(self.start), rngs, use_bias=False)
+        dtype = compute_dtype(config)
+        self.fc = _dcgan_linear(in_width, math.prod(self.start), rngs, use_bias=False, dtype=dtype)
         self.bn0 = BatchNorm(2 * c, rngs)
-        self.deconv1 = _deconv(2 * c, c, rngs, use_bias=False)
+        self.deconv1 = _deconv(2 * c, c, rngs, use_bias=False, dtype=dtype)
         self.bn1 = BatchNorm(c, rngs)
-        self.deconv2 = _deconv(c, channels, rngs)
+        self.deconv2 = _deconv(c, channels, rngs, dtype=dtype)
 
     def __call__(self, z: jax.Array, labels: jax.Array | None = None, train: bool = False) -> jax.Array:
         h = _with_label(z, self.label_embed, labels)  # (B, latent_dim [+ 10])
@@ -425,10 +446,11 @@ class DcganDiscriminator(nnx.Module):
         features = (height // 4) * (width // 4) * 2 * c
         self.leaky_slope = config.leaky_slope
         # no normalisation on D's input layer (the paper's rule for BatchNorm; spectral norm has none)
-        self.conv1 = _conv(channels, c, rngs, spectral=spectral)
-        self.conv2 = _conv(c, 2 * c, rngs, use_bias=not config.d_batch_norm, spectral=spectral)
+        dtype = compute_dtype(config)
+        self.conv1 = _conv(channels, c, rngs, spectral=spectral, dtype=dtype)
+        self.conv2 = _conv(c, 2 * c, rngs, use_bias=not config.d_batch_norm, spectral=spectral, dtype=dtype)
         self.bn2 = BatchNorm(2 * c, rngs) if config.d_batch_norm else None
-        self.fc = _dcgan_linear(features, 1, rngs, spectral=spectral)
+        self.fc = _dcgan_linear(features, 1, rngs, spectral=spectral, dtype=dtype)
         # (10, features), N(0, 0.02) as the kernels: a per-class linear logit, added to fc's
         self.projection = (Embed(NUM_CLASSES, features, embedding_init=DCGAN_INIT, spectral=spectral, rngs=rngs)
                            if config.conditional else None)

@@ -17,38 +17,66 @@ parity tests; the tolerances are set by bfloat16's 8-bit significand (relative r
 And the test that bf16 is on at all: each backend's bf16 step must differ from its own
 float32 step by more than 1e-3 somewhere in the gradients (measured 0.20), so a --precision
 flag that was silently ignored fails here.
+
+The DCGAN (harness' dcgan_small; with BatchNorm in D, and with spectral norm): convolutions as
+the linears (bf16 inputs, float32 sum and bias, one rounding), BatchNorm's statistics and
+normalisation in float32 with one rounding of its output, as torch's CPU batch_norm on a bf16
+input. Measured: forward 2.3e-3 / 4.1e-3; losses 6.3e-5; trajectory below. Its gradient tolerance
+is 0.25, not 0.1: G's last bias (deconv2.bias) is a sum over 12,544 pixels that cancels ~71-fold,
+and the backends' bf16 values of it differ by 0.14 of its scale (BatchNorm D) while each lies 0.56
+(JAX) and 0.82 (torch) from its own float32 value, so a backend computing that layer in float32
+would still fail; every other DCGAN tensor agrees within 0.06.
 """
+
+import dataclasses
 
 import numpy as np
 import pytest
 
 from gan_common.config import Config
-from parity_tests.harness import JaxAdapter, inputs, loaded_pair, max_rel_err
+from parity_tests.harness import SPECS, JaxAdapter, inputs, loaded_pair, max_rel_err
 
-BF16 = Config(precision="bf16")
+_DCGAN = dataclasses.replace(next(s.config for s in SPECS if s.config.arch == "dcgan"), precision="bf16")
+# name -> (bf16 config, gradient tolerance)
+CASES = {
+    "mlp": (Config(precision="bf16"), 0.1),
+    "dcgan": (_DCGAN, 0.25),
+    "dcgan_spectral": (dataclasses.replace(_DCGAN, d_norm="spectral"), 0.25),
+}
+
+
+@pytest.fixture(scope="module", params=list(CASES))
+def case(request):
+    return CASES[request.param]
 
 
 @pytest.fixture(scope="module")
-def weights():
-    return JaxAdapter(Config()).export()
+def bf16(case):
+    return case[0]
 
 
 @pytest.fixture(scope="module")
-def batch(mnist):
-    return inputs(BF16, mnist, 20)
+def weights(bf16):
+    return JaxAdapter(dataclasses.replace(bf16, precision="float32")).export()
 
 
-def test_forward_agrees_in_bf16(weights, batch):
+@pytest.fixture(scope="module")
+def batch(mnist, bf16):
+    return inputs(bf16, mnist, 20)
+
+
+def test_forward_agrees_in_bf16(bf16, weights, batch):
     xs, z_ds, _ = batch
-    jx, th = loaded_pair(BF16, weights)
+    jx, th = loaded_pair(bf16, weights)
     assert max_rel_err(jx.generate(z_ds[0]), th.generate(z_ds[0])) <= 2**-6
     assert max_rel_err(jx.discriminate(xs[0]), th.discriminate(xs[0])) <= 2**-6
 
 
-def test_step_losses_and_gradients_agree_in_bf16(weights, batch):
+def test_step_losses_and_gradients_agree_in_bf16(case, weights, batch):
+    bf16, grad_tol = case
     xs, z_ds, z_gs = batch
     results = {}
-    for config in (BF16, Config()):
+    for config in (bf16, dataclasses.replace(bf16, precision="float32")):
         for a in loaded_pair(config, weights):
             results[a.name, config.precision] = a.step_with_grads(xs[0], z_ds[0], z_gs[0])
     (mj, dj, gj), (mt, dt, gt) = results["jax", "bf16"], results["torch", "bf16"]
@@ -56,7 +84,7 @@ def test_step_losses_and_gradients_agree_in_bf16(weights, batch):
     for got, want in ((dj, dt), (gj, gt)):
         errs = {k: max_rel_err(got[k], want[k]) for k in want}
         worst = max(errs, key=errs.get)
-        assert errs[worst] <= 0.1, f"{worst}: bf16 gradients of the backends differ by {errs[worst]:.3g}"
+        assert errs[worst] <= grad_tol, f"{worst}: bf16 gradients of the backends differ by {errs[worst]:.3g}"
     for backend in ("jax", "torch"):
         _, d16, g16 = results[backend, "bf16"]
         _, d32, g32 = results[backend, "float32"]
@@ -64,19 +92,19 @@ def test_step_losses_and_gradients_agree_in_bf16(weights, batch):
         assert moved > 1e-3, f"{backend}: --precision bf16 computes the float32 step (differs by {moved:.2g})"
 
 
-def test_bf16_trajectory_agrees(weights, batch):
-    jx, th = loaded_pair(BF16, weights)
+def test_bf16_trajectory_agrees(bf16, weights, batch):
+    jx, th = loaded_pair(bf16, weights)
     a, b = jx.steps(*batch), th.steps(*batch)
     rel = np.abs(a[:, :2] - b[:, :2]) / np.abs(b[:, :2])
     assert rel.max() <= 5e-3, f"bf16 losses differ by {rel.max():.3g} at step {rel.max(axis=1).argmax() + 1}"
 
 
-def test_bf16_keeps_float32_parameters_and_optimiser_state(weights, batch):
+def test_bf16_keeps_float32_parameters_and_optimiser_state(bf16, weights, batch):
     import jax
     import torch
 
     xs, z_ds, z_gs = batch
-    jx, th = loaded_pair(BF16, weights)
+    jx, th = loaded_pair(bf16, weights)
     jx.step(xs[0], z_ds[0], z_gs[0])
     th.step(xs[0], z_ds[0], z_gs[0])
     leaves = jax.tree_util.tree_leaves((jx.state.g_params, jx.state.d_params, jx.state.g_opt, jx.state.d_opt))

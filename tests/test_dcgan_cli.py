@@ -88,7 +88,6 @@ def test_torch_backend_samples_in_eval_mode_and_stays_in_train_mode():
     (["--arch", "dcgan", "--g-hidden", "128"], "--g-hidden applies only to --arch mlp"),
     (["--arch", "dcgan", "--loss", "wgan_gp"], "add --d-norm spectral or none"),
     (["--arch", "dcgan", "--r1-weight", "1"], "add --d-norm spectral or none"),
-    (["--arch", "dcgan", "--precision", "bf16"], "not yet available with --arch dcgan"),
     (["--arch", "dcgan", "--d-channels", "0"], "--d-channels must be a positive integer"),
 ])
 def test_bad_combinations_are_one_line_errors(argv, fragment):
