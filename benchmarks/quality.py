@@ -138,6 +138,8 @@ def main(argv=None) -> int:
                    help="mlp: the seed MLP's SETTINGS; dcgan: DCGAN_LOSSES x --datasets x both backends, EMA on and off")
     p.add_argument("--datasets", default=",".join(DCGAN_DATASETS), help="--table dcgan: comma-separated datasets")
     p.add_argument("--train-only", action="store_true", help="--table dcgan: train (or reuse) the runs, score nothing")
+    p.add_argument("--conditions", default="", help="--table dcgan: how the runs were launched (CPU pinning, other "
+                   "load), printed under the header: the wall times mean little without it")
     args = p.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]
     if args.table == "dcgan":
@@ -238,6 +240,7 @@ def _dcgan_markdown(rows: list[dict], args, seeds) -> str:
         f"{args.num_samples} samples against the dataset's 10k test set under its reference classifier "
         f"(docs/evaluation.md), mean ± std over seeds {', '.join(map(str, seeds))}.",
         "",
+        *([args.conditions, ""] if args.conditions else []),
         "Losses: " + "; ".join(f"{name}: " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in flags.items())
                                 for name, flags in DCGAN_LOSSES.items()) + ".",
         "",

@@ -32,7 +32,7 @@ def test_the_best_setting_weighs_the_datasets_alike():
 
 def test_the_markdown_has_one_table_per_dataset_and_names_the_best():
     rows = _rows(lambda dataset, loss, ema: 60.0 if (loss, ema) == ("non-saturating", False) else 90.0)
-    args = argparse.Namespace(epochs=1.0, seeds="0,1", num_samples=10000)
+    args = argparse.Namespace(epochs=1.0, seeds="0,1", num_samples=10000, conditions="pinned")
     text = quality._dcgan_markdown(rows, args, [0, 1])
     for dataset in quality.DCGAN_DATASETS:
         assert f"## {dataset}" in text and quality.fid_key(dataset) in text
