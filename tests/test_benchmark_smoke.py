@@ -91,3 +91,15 @@ def test_scaling_quick_run_times_every_device_count(tmp_path):
                    ("allreduce", 2), ("allreduce", 4)}
     assert all(r["error"] is None and r["steps_per_s"] > 0 for r in rows)
     assert [r["speed_vs_1_device"] for r in rows if (r["variant"], r["devices"]) == ("fused", 1)] == [1.0]
+
+
+def test_profile_step_sorts_the_traced_ops_into_groups(capsys):
+    """benchmarks.profile_step on a tiny run: every group is reported, and the matmuls are found."""
+    from benchmarks import profile_step
+
+    assert profile_step.main(["--batch-size", "2", "--steps-per-call", "2", "--repeats", "1", "--top", "3"]) == 0
+    out = capsys.readouterr().out
+    rows = {line.split()[0]: line.split()[1:] for line in out.splitlines()
+            if line.startswith(("matmul ", "parameter-shaped", "other", "all"))}
+    assert {"matmul", "parameter-shaped", "other", "all"} <= set(rows)
+    assert float(rows["matmul"][0]) > 0 and float(rows["parameter-shaped"][0]) > 0  # dots and Adam were found
