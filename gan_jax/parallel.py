@@ -126,11 +126,11 @@ def replicate(tree, mesh: Mesh):
     return jax.tree_util.tree_map(place, tree)
 
 
-def shard_batch(x: jax.Array | None, mesh: Mesh | None) -> jax.Array | None:
-    """Inside jit: split `x` (B, ...) along its batch axis over the mesh (nothing on one device, or for None)."""
+def shard_batch(x: jax.Array | None, mesh: Mesh | None, axis: int = 0) -> jax.Array | None:
+    """Inside jit: split `x` along its batch axis (`axis`) over the mesh (nothing on one device, or for None)."""
     if x is None or num_shards(mesh) == 1:
         return x
-    return jax.lax.with_sharding_constraint(x, batch_sharded(mesh))
+    return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, P(*(None,) * axis, AXIS)))
 
 
 def concat_batches(a: jax.Array, b: jax.Array, mesh: Mesh | None) -> jax.Array:

@@ -345,6 +345,18 @@ def step_labels(key: jax.Array, step: jax.Array, batch: int, n_critic: int = 1) 
             jax.random.randint(k_g, (batch,), 0, NUM_CLASSES, jnp.int32))
 
 
+def step_draws(key: jax.Array, step: jax.Array, config: Config) -> tuple[jax.Array | None, ...]:
+    """Everything step `step` draws: (z_d, z_g, eps, y_d, y_g), None where the config draws no such thing.
+
+    eps only with wgan_gp; y_d, y_g only with --conditional. Each from its own stream of (key, step).
+    """
+    batch = config.batch_size
+    z_d, z_g = step_noise(key, step, batch, config.latent_dim, config.n_critic)
+    eps = step_interpolation(key, step, config.images_per_step) if config.loss == "wgan_gp" else None
+    y_d, y_g = step_labels(key, step, batch, config.n_critic) if config.conditional else (None, None)
+    return z_d, z_g, eps, y_d, y_g
+
+
 def epoch_permutation(key: jax.Array, epoch: jax.Array, num_train: int) -> jax.Array:
     """The order of the training set in epoch `epoch`: a fresh permutation each epoch."""
     return jax.random.permutation(jax.random.fold_in(jax.random.fold_in(key, _DATA), epoch), num_train)
@@ -384,26 +396,32 @@ def make_train_chunk(gan: Gan, num_train: int):
     @functools.partial(jax.jit, static_argnames="num_steps", donate_argnums=(0, 1), out_shardings=out_shardings)
     def scan_steps(state: TrainState, perm: jax.Array, data: jax.Array, data_labels: jax.Array | None,
                    num_steps: int):
-        def body(carry, _):
+        # Every step's random draws at once, before the loop: each is still a function of (key, step)
+        # alone, so the numbers are those of drawing step by step, but one threefry call over K steps
+        # replaces 2-4 small ones per step (XLA:CPU runs threefry as a rolled loop, ~0.15 ms a
+        # step at batch 64 drawn per step; benchmarks/RESULTS.md).
+        steps = state.step + jnp.arange(num_steps, dtype=state.step.dtype)
+        draws = jax.vmap(lambda step: step_draws(state.key, step, config))(steps)
+        draws = jax.tree.map(lambda d: parallel.shard_batch(d, mesh, axis=1), draws)  # (K, rows, ...)
+
+        rows = data.reshape(data.shape[0], -1)  # (N, 784): gathers whole rows, one contiguous copy each
+
+        def body(carry, draw):
             state, perm = carry
             epoch, pos = state.step // steps_per_epoch, state.step % steps_per_epoch
             # A new epoch reshuffles; the permutation rides in the carry between epoch starts.
             perm = jax.lax.cond(pos == 0, lambda: epoch_permutation(state.key, epoch, num_train), lambda: perm)
             idx = jax.lax.dynamic_slice_in_dim(perm, pos * images_per_step, images_per_step)  # (n_critic B,)
             idx = parallel.shard_batch(idx, mesh)  # each device gathers its own rows
-            x = parallel.shard_batch(scale_images(data[idx]), mesh)  # in [-1, 1]
-            z_d, z_g = (parallel.shard_batch(z, mesh)
-                        for z in step_noise(state.key, state.step, batch, config.latent_dim, config.n_critic))
-            eps = step_interpolation(state.key, state.step, images_per_step) if config.loss == "wgan_gp" else None
+            x = parallel.shard_batch(scale_images(rows[idx]).reshape(-1, *data.shape[1:]), mesh)  # in [-1, 1]
+            z_d, z_g, eps, y_d, y_g = (parallel.shard_batch(d, mesh) for d in draw)
             labels = None
             if config.conditional:  # x's own labels, then the fakes' classes: (n_critic B,), (n_critic B,), (B,)
-                y_real = data_labels[idx]
-                labels = tuple(parallel.shard_batch(y, mesh) for y in (
-                    y_real, *step_labels(state.key, state.step, batch, config.n_critic)))
-            state, metrics = train_step(gan, state, x, z_d, z_g, parallel.shard_batch(eps, mesh), labels)
+                labels = (parallel.shard_batch(data_labels[idx], mesh), y_d, y_g)
+            state, metrics = train_step(gan, state, x, z_d, z_g, eps, labels)
             return (state, perm), metrics
 
-        (state, perm), metrics = jax.lax.scan(body, (state, perm), length=num_steps)
+        (state, perm), metrics = jax.lax.scan(body, (state, perm), draws, length=num_steps)
         return state, perm, metrics  # metrics (num_steps, 4)
 
     current_perm = jax.jit(lambda key, step: epoch_permutation(key, step // steps_per_epoch, num_train),

@@ -152,6 +152,48 @@ def test_same_seed_twice_is_bit_identical_and_another_seed_differs():
     assert not np.array_equal(runs[0], runs[2])
 
 
+def test_a_chunk_draws_what_step_by_step_draws_and_its_length_does_not_matter(monkeypatch):
+    """The fused loop draws all K steps' noise, interpolation weights and labels before its scan
+    (one threefry call instead of several a step); what step t is fed must still be the (key, t)
+    function `step_draws`, bit for bit, so that neither K nor a resume can change a run."""
+    config = Config(loss="wgan_gp", n_critic=2, conditional=True, batch_size=8, latent_dim=6)
+    key, steps = jax.random.PRNGKey(3), jnp.arange(5, 9)
+    batched = jax.jit(jax.vmap(lambda s: train.step_draws(key, s, config)))(steps)
+    for i, step in enumerate(steps):
+        one = jax.jit(lambda s: train.step_draws(key, s, config))(step)
+        for a, b in zip(batched, one, strict=True):
+            np.testing.assert_array_equal(np.asarray(a[i]), np.asarray(b))
+
+    # 12 steps of 10 an epoch as one call and as 5 + 7 (across the epoch boundary): the same
+    # metrics and weights, and every step fed the noise step_draws gives for its own step number.
+    fed, real_step = [], train.train_step
+
+    def recording_step(gan, state, x, z_d, z_g, eps=None, labels=None):
+        jax.debug.callback(lambda *a: fed.append([np.asarray(v) for v in a]), state.step, z_d, z_g, ordered=True)
+        return real_step(gan, state, x, z_d, z_g, eps, labels)
+
+    monkeypatch.setattr(train, "train_step", recording_step)
+    data = jnp.asarray(np.random.default_rng(0).integers(0, 256, (640, 28, 28, 1), dtype=np.uint8))
+    runs = []
+    for split in ((12,), (5, 7)):
+        gan, state = train.create(Config(seed=1))
+        chunk = train.make_train_chunk(gan, len(data))
+        metrics = []
+        for k in split:
+            state, m = chunk(state, data, num_steps=k)
+            metrics.append(np.asarray(m))
+        runs.append((np.concatenate(metrics), np.asarray(jax.tree.leaves(state.g_params)[0])))
+    np.testing.assert_array_equal(runs[0][0], runs[1][0])
+    np.testing.assert_array_equal(runs[0][1], runs[1][1])
+    jax.effects_barrier()
+    assert [int(step) for step, _, _ in fed] == list(range(12)) * 2
+    run_config = Config(seed=1)
+    for step, z_d, z_g in fed:
+        want = train.step_draws(jax.random.PRNGKey(1), jnp.int32(step), run_config)
+        np.testing.assert_array_equal(z_d, np.asarray(want[0]))
+        np.testing.assert_array_equal(z_g, np.asarray(want[1]))
+
+
 def test_epochs_are_fresh_permutations_and_drop_the_partial_batch():
     key = jax.random.PRNGKey(0)
     p0, p1 = (np.asarray(train.epoch_permutation(key, e, 1000)) for e in (0, 1))
