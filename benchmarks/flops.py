@@ -63,6 +63,33 @@ def step_flops(config: Config, batch: int) -> dict[str, int]:
     return parts
 
 
+def matmul_plan(config: Config, batch: int) -> list[tuple[str, str, int, int]]:
+    """The step's matrix products one by one, as `step_flops` counts them: (op, net, layer, rows).
+
+    op: "fwd" (rows, in) @ (in, out); "wgrad" x^T e -> (in, out); "igrad" e w^T -> (rows, in), for
+    layer `layer` (0-based) of net "g" or "d" (widths from `widths`). The floor benchmarks time
+    exactly this list in each backend; `plan_flops` recounts it (a test ties it to `step_flops`).
+    """
+    g, d = widths(config)
+    layers = {"g": range(len(g) - 1), "d": range(len(d) - 1)}
+    B = batch
+    plan = [("fwd", "g", i, B) for i in layers["g"]]  # D step: G forward
+    plan += [("fwd", "d", i, 2 * B) for i in layers["d"]]  # D forward on [real; fake]
+    plan += [("wgrad", "d", i, 2 * B) for i in layers["d"]]  # D weight grads
+    plan += [("igrad", "d", i, 2 * B) for i in layers["d"] if i > 0]  # D input grads, not layer 1
+    plan += [("fwd", "g", i, B) for i in layers["g"]]  # G step: G forward
+    plan += [("fwd", "d", i, B) for i in layers["d"]]  # D forward
+    plan += [("igrad", "d", i, B) for i in layers["d"]]  # D input grads, all layers
+    plan += [("wgrad", "g", i, B) for i in layers["g"]]  # G weight grads
+    plan += [("igrad", "g", i, B) for i in layers["g"] if i > 0]  # G input grads, not layer 1
+    return plan
+
+
+def plan_flops(config: Config, plan: Sequence[tuple[str, str, int, int]]) -> int:
+    ws = dict(zip("gd", widths(config)))
+    return sum(2 * rows * ws[net][i] * ws[net][i + 1] for _, net, i, rows in plan)
+
+
 def flops_per_step(config: Config, batch: int) -> int:
     return step_flops(config, batch)["total"]
 

@@ -39,15 +39,17 @@ def _categories(hlo: str, param_shapes: set[str]) -> dict[str, str]:
             bodies[current].append(line)
     cats = {}
     for line in hlo.splitlines():
-        m = re.match(r"\s*(?:ROOT )?%?([\w.\-]+) = (\S+?)(?:\{[\d,]*\})? (\w[\w\-]*)\(", line)
+        m = re.match(r"\s*(?:ROOT )?%?([\w.\-]+) = (\(.*?\)|\S+?)(?:\{[\d,]*\})? (\w[\w\-]*)\(", line)
         if not m:
             continue
         name, shape, op = m.groups()
+        # A multi-output fusion's shape is a tuple: parameter-shaped if any of its outputs is.
+        shapes = set(re.findall(r"\w+\[[\d,]*\]", shape))
         called = re.search(r"calls=%?([\w.\-]+)", line)
         body = "\n".join(bodies.get(called.group(1), [])) if called else ""
         if op == "dot" or " dot(" in body:
             cats[name] = "matmul"
-        elif shape in param_shapes:
+        elif (shapes if op == "fusion" else {shape}) & param_shapes:
             cats[name] = "parameter-shaped"
         else:
             cats[name] = "other"
@@ -120,6 +122,9 @@ def main(argv=None) -> int:
         op_ms = sum(e["dur"] for e in mine) / 1e3 / k
         wall_ms = _union_ms([(e["ts"], e["ts"] + e["dur"]) for e in mine]) / k
         print(f"{label:18s} {op_ms:16.3f} {wall_ms:21.3f} {100 * wall_ms / step_ms:13.1f}%")
+    small = [e for e in ops if e["dur"] < 10]
+    print(f"{len(ops) / k:.0f} ops a step; the {len(small) / k:.0f} under 10 us take "
+          f"{sum(e['dur'] for e in small) / 1e3 / k:.3f} ms of op time a step")
     per_op = collections.Counter()
     for e in ops:
         per_op[e["name"]] += e["dur"]

@@ -8,6 +8,10 @@ Variants (rows are `backend` x `variant` x batch size):
   jax   fused_kK     make_train_chunk: K steps per call (lax.scan), uint8 data on the device, batch
                      gather and noise inside the compiled call; K shrinks for big batches (--max-images-per-call)
   torch eager        gan_torch.train.train_step; tuned / compiled / compiled_ro / cuda_graph: see torch_variants
+Floors, timed in both backends (parts of a step alone, not training steps; left out of the ratios):
+  matmuls            the step's matrix products (benchmarks.flops.matmul_plan): one jitted call / torch.mm each
+  adam               the step's two Adam updates on fixed gradients: gan_jax's optax Adams, K per
+                     compiled call as in fused_kK / gan_torch's Adams with the fused kernel, as tuned
 Every torch variant also gathers its batch on the device and draws its noise there, as fused_kK does.
 --precisions float32,bf16 adds `+bf16` rows of the two production paths, jax fused_kK and torch eager,
 with --precision bf16 (bfloat16 matmuls and activations, float32 parameters, Adam and losses).
@@ -46,10 +50,12 @@ from gan_common.config import Config
 CPU_BATCH_SIZES = (1, 64, 256, 1024, 4096)
 GPU_BATCH_SIZES = CPU_BATCH_SIZES + (16384, 65536)
 KS = (1, 10, 100)
-JAX_VARIANTS = ("step", "fused", "matmuls")
+JAX_VARIANTS = ("step", "fused")
 TORCH_VARIANTS = ("eager", "tuned", "compiled", "compiled_ro", "cuda_graph")
-ALL_VARIANTS = JAX_VARIANTS + TORCH_VARIANTS
-QUICK = dict(batch_sizes=(1, 8), repeats=2, min_time=0.0, warmup=1, ks=(2,), variants=("step", "fused", "matmuls", "eager", "tuned"))
+FLOOR_VARIANTS = ("matmuls", "adam")  # parts of a step timed alone, in both backends: not training steps
+ALL_VARIANTS = JAX_VARIANTS + TORCH_VARIANTS + FLOOR_VARIANTS
+QUICK = dict(batch_sizes=(1, 8), repeats=2, min_time=0.0, warmup=1, ks=(2,),
+             variants=("step", "fused", "matmuls", "adam", "eager", "tuned"))
 QUICK_CONFIG = dict(g_hidden="32", d_hidden="32", latent_dim=16)  # tiny nets: the smoke test checks structure, not speed
 ROW_KEYS = ("backend", "variant", "batch_size", "steps_per_call", "steps_per_s", "images_per_s", "step_ms_median",
             "step_ms_p25", "step_ms_p75", "step_ms_min", "step_ms_max", "repeats", "calls_per_repeat",
@@ -113,48 +119,30 @@ class JaxFused:
 
 
 class JaxMatmuls:
-    """A floor, not a training step: only the step's matrix products (benchmarks/flops.py's list),
-    same shapes and transposes as autodiff emits, in one jitted call. What XLA's dot alone needs."""
+    """A floor, not a training step: only the step's matrix products (benchmarks/flops.py's `matmul_plan`),
+    same shapes and transposes as autodiff emits, in one jitted call. What XLA's dots alone need."""
 
     backend, steps_per_call = "jax", 1
 
     def __init__(self, config: Config):
         import jax
-        import jax.numpy as jnp
         from jax import lax
 
-        from benchmarks.flops import widths
-
         self.name = "matmuls"
-        g, d = widths(config)
-        b = config.batch_size
-        rng = np.random.default_rng(0)
-        normal = lambda *shape: jnp.asarray(rng.standard_normal(shape, dtype=np.float32))  # noqa: E731
-        w_g = [normal(a, c) for a, c in zip(g[:-1], g[1:])]
-        w_d = [normal(a, c) for a, c in zip(d[:-1], d[1:])]
-        # activations (rows, in) and back-propagated errors (rows, out) per layer, for B and 2B rows
-        acts = {n: ([normal(n, a) for a in g[:-1]], [normal(n, a) for a in d[:-1]]) for n in (b, 2 * b)}
-        errs = {n: ([normal(n, c) for c in g[1:]], [normal(n, c) for c in d[1:]]) for n in (b, 2 * b)}
-        fwd = lambda x, w: x @ w  # noqa: E731  (rows, in) @ (in, out)
-        wgrad = lambda x, e: lax.dot_general(x, e, (((0,), (0,)), ((), ())))  # noqa: E731  x^T e: (in, out)
-        igrad = lambda e, w: lax.dot_general(e, w, (((1,), (1,)), ((), ())))  # noqa: E731  e w^T: (rows, in)
+        plan = flops_lib.matmul_plan(config, config.batch_size)
+        w, acts, errs = floor_operands(config, plan, lambda a: jax.device_put(a))
+        ops = {"fwd": lambda x, w: x @ w,  # (rows, in) @ (in, out)
+               "wgrad": lambda x, e: lax.dot_general(x, e, (((0,), (0,)), ((), ()))),  # x^T e: (in, out)
+               "igrad": lambda e, w: lax.dot_general(e, w, (((1,), (1,)), ((), ())))}  # e w^T: (rows, in)
 
-        def products(w_g, w_d, acts, errs):
-            (ag1, ad1), (eg1, ed1) = acts[b], errs[b]  # B rows
-            _, ad2 = acts[2 * b]
-            _, ed2 = errs[2 * b]
-            out = [fwd(x, w) for x, w in zip(ag1, w_g)]  # D step: G forward
-            out += [fwd(x, w) for x, w in zip(ad2, w_d)]  # D forward on [real; fake]
-            out += [wgrad(x, e) for x, e in zip(ad2, ed2)]  # D weight grads
-            out += [igrad(e, w) for e, w in zip(ed2[1:], w_d[1:])]  # D input grads, not layer 1
-            out += [fwd(x, w) for x, w in zip(ag1, w_g)]  # G step: G forward
-            out += [fwd(x, w) for x, w in zip(ad1, w_d)]  # D forward
-            out += [igrad(e, w) for e, w in zip(ed1, w_d)]  # D input grads, all layers
-            out += [wgrad(x, e) for x, e in zip(ag1, eg1)]  # G weight grads
-            out += [igrad(e, w) for e, w in zip(eg1[1:], w_g[1:])]  # G input grads, not layer 1
+        def products(w, acts, errs):
+            out = []
+            for op, net, i, rows in plan:
+                x, e, wi = acts[net, i, rows], errs[net, i, rows], w[net, i]
+                out.append(ops[op](*{"fwd": (x, wi), "wgrad": (x, e), "igrad": (e, wi)}[op]))
             return out
 
-        self.args = (w_g, w_d, acts, errs)
+        self.args = (w, acts, errs)
         self.fn = jax.jit(products)
         self.out = None
 
@@ -167,6 +155,60 @@ class JaxMatmuls:
         jax.block_until_ready(self.out)
 
 
+def floor_operands(config: Config, plan, place) -> tuple[dict, dict, dict]:
+    """Random float32 operands for `plan`, one set shared by every product that shares it in the step:
+    weights per (net, layer) (in, out); activations (rows, in) and back-propagated errors (rows, out)
+    per (net, layer, rows). `place` puts a numpy array on the backend's device."""
+    ws = dict(zip("gd", flops_lib.widths(config)))
+    rng = np.random.default_rng(0)
+    normal = lambda *shape: place(rng.standard_normal(shape, dtype=np.float32))  # noqa: E731
+    w = {(net, i): normal(ws[net][i], ws[net][i + 1]) for net, i in {(n, i) for _, n, i, _ in plan}}
+    keys = sorted({(net, i, rows) for _, net, i, rows in plan})
+    acts = {(net, i, rows): normal(rows, ws[net][i]) for net, i, rows in keys}
+    errs = {(net, i, rows): normal(rows, ws[net][i + 1]) for net, i, rows in keys}
+    return w, acts, errs
+
+
+class JaxAdam:
+    """A floor, not a training step: the step's two Adam updates alone (gan_jax's optax Adams on G's
+    and D's parameters, gradients fixed), K per compiled call in a lax.scan with the state donated,
+    as the fused path runs them. What XLA's elementwise Adam passes over the 1.09 M parameters need."""
+
+    backend = "jax"
+
+    def __init__(self, config: Config, k: int = 100):
+        import jax
+        import optax
+
+        from gan_jax import train
+
+        self.name, self.steps_per_call = "adam", k
+        gan, state = train.create(config)
+        rng = np.random.default_rng(0)
+        grads = jax.tree.map(lambda p: jax.device_put(1e-3 * rng.standard_normal(p.shape, dtype=np.float32)),
+                             (state.g_params, state.d_params))
+
+        def updates(carry):
+            def body(carry, _):
+                (g_p, d_p), (g_o, d_o) = carry
+                g_u, g_o = gan.g_tx.update(grads[0], g_o, g_p)
+                d_u, d_o = gan.d_tx.update(grads[1], d_o, d_p)
+                return ((optax.apply_updates(g_p, g_u), optax.apply_updates(d_p, d_u)), (g_o, d_o)), None
+
+            return jax.lax.scan(body, carry, length=k)[0]
+
+        self.fn = jax.jit(updates, donate_argnums=0)
+        self.carry = ((state.g_params, state.d_params), (state.g_opt, state.d_opt))
+
+    def call(self) -> None:
+        self.carry = self.fn(self.carry)
+
+    def sync(self) -> None:
+        import jax
+
+        jax.block_until_ready(self.carry)
+
+
 class TorchRunner:
     """A torch_variants.Runner with the interface the timing loop drives."""
 
@@ -177,6 +219,30 @@ class TorchRunner:
 
         self.name = name + ("+bf16" if config.precision == "bf16" else "")
         self.runner = torch_variants.make_runner(name, config, data_u8)
+
+    def call(self) -> None:
+        self.runner.step()
+
+    def sync(self) -> None:
+        self.runner.sync()
+
+
+class TorchFloor:
+    """A torch floor (torch_variants.make_floor_runner) with the interface the timing loop drives."""
+
+    backend, steps_per_call = "torch", 1
+
+    def __init__(self, name: str, config: Config, device):
+        import torch
+
+        from benchmarks import torch_variants
+
+        self.name = name
+        operands = None
+        if name == "matmuls":
+            operands = floor_operands(config, flops_lib.matmul_plan(config, config.batch_size),
+                                      lambda a: torch.from_numpy(a).to(device))
+        self.runner = torch_variants.make_floor_runner(name, config, device, operands)
 
     def call(self) -> None:
         self.runner.step()
@@ -392,6 +458,8 @@ def variant_specs(batch: int, config: Config, images_u8: np.ndarray, variants: S
             specs.append((f"jax fused_k{nominal} (K={k})", functools.partial(JaxFused, config, cache["jax"], k, nominal)))
     if "matmuls" in variants:
         specs.append(("jax matmuls", lambda: JaxMatmuls(config)))
+    if "adam" in variants:
+        specs.append(("jax adam", lambda: JaxAdam(config)))
     torch_names = [v for v in TORCH_VARIANTS if v in variants]
     if torch_names:
         dev = torch_variants.default_device()
@@ -405,6 +473,8 @@ def variant_specs(batch: int, config: Config, images_u8: np.ndarray, variants: S
             if v in torch_variants.CUDA_ONLY and dev.type != "cuda":
                 continue
             specs.append((f"torch {v}", functools.partial(TorchRunner, v, config, cache["torch"])))
+    for v in (v for v in FLOOR_VARIANTS if v in variants):
+        specs.append((f"torch {v}", functools.partial(TorchFloor, v, config, torch_variants.default_device())))
     return specs, note
 
 
@@ -433,10 +503,13 @@ def ratios(rows: list[dict]) -> list[dict]:
         ok = [r for r in both if not r["variant"].endswith("+bf16")]
         low = [r for r in both if r["variant"].endswith("+bf16")]
         fused = [r for r in ok if r["backend"] == "jax" and r["variant"].startswith("fused")]
-        torch_rows = [r for r in ok if r["backend"] == "torch"]
+        torch_rows = [r for r in ok if r["backend"] == "torch" and r["variant"] in TORCH_VARIANTS]
         eager = [r for r in torch_rows if r["variant"] == "eager"]
         step = [r for r in ok if r["backend"] == "jax" and r["variant"] == "step"]
         entry = {"batch_size": batch}
+        floors = {f"{r['backend']} {r['variant']}": r["step_ms_median"] for r in ok if r["variant"] in FLOOR_VARIANTS}
+        if floors:
+            entry["floors_ms"] = floors
         if fused:
             bf = max(fused, key=lambda r: r["steps_per_s"])
             entry["jax_fused_best"] = f"{bf['variant']} (K={bf['steps_per_call']})"
@@ -530,7 +603,7 @@ def run(args) -> dict:
                       "method": f"max over numpy/jax/torch and over start/end of 2n^3 / best-of-reps time of one "
                                 f"n x n float32 matmul (n={peak_n}) on the benchmark device"}
     for row in rows:
-        if row["steps_per_s"]:
+        if row["steps_per_s"] and row["variant"] != "adam":  # Adam has no matmul FLOPs to count
             row["gflops_per_s"] = row["flops_per_step"] * row["steps_per_s"] / 1e9
             row["frac_of_peak"] = row["gflops_per_s"] / peak
     header["machine"]["load_avg_end"] = _load()
@@ -589,7 +662,7 @@ def table_lines(result: dict) -> list[str]:
             f"{r['steps_per_s']:.4g}", f"{r['images_per_s']:.4g}",
             f"{r['step_ms_median']:.4g} [{r['step_ms_p25']:.4g}, {r['step_ms_p75']:.4g}]",
             f"{r['step_ms_min']:.4g}..{r['step_ms_max']:.4g}", f"{r['first_call_s']:.3g}",
-            f"{r['gflops_per_s']:.4g}", f"{100 * r['frac_of_peak']:.3g}"]))
+            _num(r["gflops_per_s"]), _num(r["frac_of_peak"] and 100 * r["frac_of_peak"], 3)]))
     lines += ["", "ratios of steps/s (same run) | " + " | ".join(("B", "best jax fused", "/ torch eager",
                                                                    "best torch", "/ best torch", "jax step / eager")),
               " | ".join("---" for _ in range(7))]
@@ -597,6 +670,13 @@ def table_lines(result: dict) -> list[str]:
         lines.append(" | ".join(["", str(q["batch_size"]), q.get("jax_fused_best", ""),
                                  _fmt(q.get("jax_fused_over_torch_eager")), q.get("torch_best", ""),
                                  _fmt(q.get("jax_fused_over_torch_best")), _fmt(q.get("jax_step_over_torch_eager"))]))
+    if any("floors_ms" in q for q in result["ratios"]):
+        names = [f"{b} {v}" for v in FLOOR_VARIANTS for b in ("jax", "torch")]
+        lines += ["", "floors, ms a step (same run; parts of a step timed alone) | B | " + " | ".join(names),
+                  " | ".join("---" for _ in range(len(names) + 2))]
+        for q in result["ratios"]:
+            f = q.get("floors_ms", {})
+            lines.append(" | ".join(["", str(q["batch_size"])] + [f"{f[n]:.4g}" if n in f else "" for n in names]))
     if any("jax_fused_bf16_over_float32" in q or "torch_eager_bf16_over_float32" in q for q in result["ratios"]):
         lines += ["", "bf16 ratios (same run) | B | jax fused bf16 / float32 | torch eager bf16 / float32 | "
                       "jax fused bf16 / torch eager bf16", " | ".join("---" for _ in range(5))]
@@ -605,6 +685,10 @@ def table_lines(result: dict) -> list[str]:
                                      _fmt(q.get("torch_eager_bf16_over_float32")),
                                      _fmt(q.get("jax_fused_bf16_over_torch_eager_bf16"))]))
     return lines
+
+
+def _num(x, digits: int = 4) -> str:
+    return "" if x is None else f"{x:.{digits}g}"
 
 
 def _fmt(x) -> str:
@@ -648,7 +732,9 @@ def plot(result: dict, path: str) -> None:
         pts = sorted((r["batch_size"], r["steps_per_s"]) for r in result["rows"]
                      if f"{r['backend']} {r['variant']}" == label and r["steps_per_s"])
         if pts:
-            ax.plot(*zip(*pts), marker="o", linestyle="-" if label.startswith("jax") else "--", label=label)
+            floor = label.split(" ")[1] in FLOOR_VARIANTS  # parts of a step, dotted
+            ax.plot(*zip(*pts), marker="." if floor else "o", linestyle=":" if floor else "-" if label.startswith("jax")
+                    else "--", label=label + (" (floor)" if floor else ""))
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     sizes = sorted({r["batch_size"] for r in result["rows"]})
@@ -679,7 +765,7 @@ def _ints(text: str) -> tuple[int, ...]:
 def _variants(text: str) -> tuple[str, ...]:
     names = []
     for name in text.split(","):
-        expanded = {"jax": JAX_VARIANTS, "torch": TORCH_VARIANTS}.get(name, (name,))
+        expanded = {"jax": JAX_VARIANTS + FLOOR_VARIANTS, "torch": TORCH_VARIANTS + FLOOR_VARIANTS}.get(name, (name,))
         for n in expanded:
             if n not in ALL_VARIANTS:
                 raise argparse.ArgumentTypeError(f"unknown variant {n!r}; choose from {', '.join(ALL_VARIANTS)}")

@@ -14,6 +14,8 @@ compiled call, so both sides time the same work: batch gather + scale + noise + 
   compiled_ro  the same under torch.compile(mode="reduce-overhead") (CUDA graphs; CUDA only).
   cuda_graph   the whole step, batch gather and noise included, captured once in a CUDA graph
                with capturable Adam and replayed: one launch per step (CUDA only).
+Floors (`make_floor_runner`), parts of a step timed alone: `matmuls` (its matrix products) and
+`adam` (its two Adam updates).
 """
 
 from __future__ import annotations
@@ -161,6 +163,43 @@ def make_runner(name: str, config: Config, data_u8: torch.Tensor) -> Runner:
         else:
             step = compiled
     return Runner(name, device, lambda: step(*batches.next()))
+
+
+def make_floor_runner(name: str, config: Config, device: torch.device, operands=None) -> Runner:
+    """A floor, not a training step: "matmuls", the step's products alone (benchmarks.flops.matmul_plan,
+    `operands` from step_throughput.floor_operands, one torch.mm each, transposes as stride views);
+    "adam", gan_torch's two Adams (the fastest kernel, as `tuned`) stepping on fixed gradients."""
+    if name == "matmuls":
+        from benchmarks.flops import matmul_plan
+
+        plan = matmul_plan(config, config.batch_size)
+        w, acts, errs = operands
+
+        def products() -> list[torch.Tensor]:
+            out = []
+            for op, net, i, rows in plan:
+                x, e, wi = acts[net, i, rows], errs[net, i, rows], w[net, i]
+                out.append(x @ wi if op == "fwd" else x.T @ e if op == "wgrad" else e @ wi.T)
+            return out
+
+        return Runner(name, device, products)
+    if name == "adam":
+        gan = _models_on(config, device)
+        kw = dict(lr=config.lr, betas=(config.beta1, config.beta2), eps=config.adam_eps, **adam_impl(device))
+        gen = torch.Generator().manual_seed(0)
+        opts = []
+        for net in (gan.generator, gan.discriminator):
+            params = list(net.parameters())
+            for p in params:
+                p.grad = (1e-3 * torch.randn(p.shape, generator=gen)).to(device)
+            opts.append(torch.optim.Adam(params, **kw))
+
+        def updates() -> None:
+            for opt in opts:
+                opt.step()
+
+        return Runner(name, device, updates)
+    raise ValueError(f"unknown floor {name!r}; expected matmuls or adam")
 
 
 def reset_compiler() -> None:

@@ -25,6 +25,13 @@ def test_flop_count_is_the_issues_0_725_gflop_at_batch_64():
     assert sum(v for k, v in parts.items() if k != "total") == parts["total"]
 
 
+def test_the_floor_benchmarks_time_exactly_the_counted_products():
+    for batch in (1, 64, 1000):
+        plan = flops.matmul_plan(Config(), batch)
+        assert flops.plan_flops(Config(), plan) == flops.flops_per_step(Config(), batch)
+    assert len(flops.matmul_plan(Config(), 64)) == 3 + 3 + 3 + 2 + 3 + 3 + 3 + 3 + 2  # the products listed in flops
+
+
 def test_xla_dots_agree_with_the_analytic_count():
     xla = flops.xla_step_flops(Config(), 64)
     analytic = flops.flops_per_step(Config(), 64)
@@ -55,10 +62,13 @@ def test_quick_run_writes_rows_for_both_backends(tmp_path):
         assert row["images_per_s"] == pytest.approx(row["batch_size"] * row["steps_per_s"])
         assert row["step_ms_p25"] <= row["step_ms_median"] <= row["step_ms_p75"]
     got = {(r["backend"], r["variant"], r["batch_size"]) for r in rows}
-    want = {(b, v, n) for b, v in [("jax", "step"), ("jax", "fused_k2"), ("jax", "matmuls"), ("torch", "eager"),
-                                   ("torch", "tuned"), ("jax", "fused_k2+bf16"), ("torch", "eager+bf16")]
+    want = {(b, v, n) for b, v in [("jax", "step"), ("jax", "fused_k2"), ("jax", "matmuls"), ("jax", "adam"),
+                                   ("torch", "eager"), ("torch", "tuned"), ("torch", "matmuls"), ("torch", "adam"),
+                                   ("jax", "fused_k2+bf16"), ("torch", "eager+bf16")]
             for n in (1, 8)}
     assert got == want
+    # Adam has no matmul FLOPs; every other row has a rate.
+    assert all((r["gflops_per_s"] is None) == (r["variant"] == "adam") for r in rows)
 
     h = result["header"]
     assert h["machine"]["cpu_model"] and h["machine"]["cpu_count"] >= 1
@@ -67,6 +77,10 @@ def test_quick_run_writes_rows_for_both_backends(tmp_path):
     assert h["peak"]["gflops"] > 0
     assert {q["batch_size"] for q in result["ratios"]} == {1, 8}
     assert all(q["jax_fused_over_torch_eager"] > 0 for q in result["ratios"])
+    # Floors are reported apart and never stand in for the best torch training step.
+    assert all(q["torch_best"] in ("eager", "tuned") for q in result["ratios"])
+    assert all(set(q["floors_ms"]) == {"jax matmuls", "torch matmuls", "jax adam", "torch adam"}
+               and min(q["floors_ms"].values()) > 0 for q in result["ratios"])
     assert all(q["jax_fused_bf16_over_float32"] > 0 and q["torch_eager_bf16_over_float32"] > 0
                for q in result["ratios"])
 
@@ -74,6 +88,7 @@ def test_quick_run_writes_rows_for_both_backends(tmp_path):
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
     md = open(paths["md"]).read()
     assert "| backend | variant |" in md and "versions:" in md and "bf16 ratios (same run):" in md
+    assert "floors, ms a step" in md
 
 
 def test_scaling_quick_run_times_every_device_count(tmp_path):
@@ -103,3 +118,16 @@ def test_profile_step_sorts_the_traced_ops_into_groups(capsys):
             if line.startswith(("matmul ", "parameter-shaped", "other", "all"))}
     assert {"matmul", "parameter-shaped", "other", "all"} <= set(rows)
     assert float(rows["matmul"][0]) > 0 and float(rows["parameter-shaped"][0]) > 0  # dots and Adam were found
+
+
+def test_matmul_kernels_times_every_distinct_product_in_both_backends(capsys):
+    """benchmarks.matmul_kernels on a tiny run: one row per distinct product of the plan, rates in both backends."""
+    from benchmarks import matmul_kernels
+
+    want = matmul_kernels.products(Config(), 2)
+    # Every product of the plan is some row, counted as often as it occurs in the step.
+    assert sum(n for *_, n in want) == len(flops.matmul_plan(Config(), 2))
+    assert matmul_kernels.main(["--batch-size", "2", "--iters", "2", "--repeats", "1"]) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines() if line.startswith(("fwd", "wgrad", "igrad"))]
+    assert len(rows) == len(want)
+    assert all(float(r[-3]) > 0 and float(r[-2]) > 0 for r in rows)  # XLA and torch GFLOP/s
