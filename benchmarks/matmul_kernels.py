@@ -58,11 +58,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     import torch
     from jax import lax
 
+    from benchmarks.step_throughput import jax_products
+    from benchmarks.torch_variants import TORCH_PRODUCTS
+
     config = Config(batch_size=args.batch_size)
-    jax_ops = {"fwd": lambda a, b: a @ b,
-               "wgrad": lambda a, b: lax.dot_general(a, b, (((0,), (0,)), ((), ()))),
-               "igrad": lambda a, b: lax.dot_general(a, b, (((1,), (1,)), ((), ())))}
-    torch_ops = {"fwd": lambda a, b: a @ b, "wgrad": lambda a, b: a.T @ b, "igrad": lambda a, b: a @ b.T}
+    jax_ops, torch_ops = jax_products(), TORCH_PRODUCTS
     rng = np.random.default_rng(0)
     print(f"jax {jax.__version__} ({jax.devices()[0].platform}), torch {torch.__version__} "
           f"({torch.get_num_threads()} threads); batch {args.batch_size}; medians of {args.repeats} x {args.iters}")

@@ -126,14 +126,11 @@ class JaxMatmuls:
 
     def __init__(self, config: Config):
         import jax
-        from jax import lax
 
         self.name = "matmuls"
         plan = flops_lib.matmul_plan(config, config.batch_size)
         w, acts, errs = floor_operands(config, plan, lambda a: jax.device_put(a))
-        ops = {"fwd": lambda x, w: x @ w,  # (rows, in) @ (in, out)
-               "wgrad": lambda x, e: lax.dot_general(x, e, (((0,), (0,)), ((), ()))),  # x^T e: (in, out)
-               "igrad": lambda e, w: lax.dot_general(e, w, (((1,), (1,)), ((), ())))}  # e w^T: (rows, in)
+        ops = jax_products()
 
         def products(w, acts, errs):
             out = []
@@ -153,6 +150,15 @@ class JaxMatmuls:
         import jax
 
         jax.block_until_ready(self.out)
+
+
+def jax_products() -> dict:
+    """The plan's three products in JAX, as autodiff emits them (operands in the order the op names them)."""
+    from jax import lax
+
+    return {"fwd": lambda x, w: x @ w,  # (rows, in) @ (in, out)
+            "wgrad": lambda x, e: lax.dot_general(x, e, (((0,), (0,)), ((), ()))),  # x^T e: (in, out)
+            "igrad": lambda e, w: lax.dot_general(e, w, (((1,), (1,)), ((), ())))}  # e w^T: (rows, in)
 
 
 def floor_operands(config: Config, plan, place) -> tuple[dict, dict, dict]:

@@ -165,6 +165,10 @@ def make_runner(name: str, config: Config, data_u8: torch.Tensor) -> Runner:
     return Runner(name, device, lambda: step(*batches.next()))
 
 
+# The plan's three products (benchmarks.flops.matmul_plan); transposes are stride views, no copies.
+TORCH_PRODUCTS = {"fwd": lambda x, w: x @ w, "wgrad": lambda x, e: x.T @ e, "igrad": lambda e, w: e @ w.T}
+
+
 def make_floor_runner(name: str, config: Config, device: torch.device, operands=None) -> Runner:
     """A floor, not a training step: "matmuls", the step's products alone (benchmarks.flops.matmul_plan,
     `operands` from step_throughput.floor_operands, one torch.mm each, transposes as stride views);
@@ -179,7 +183,7 @@ def make_floor_runner(name: str, config: Config, device: torch.device, operands=
             out = []
             for op, net, i, rows in plan:
                 x, e, wi = acts[net, i, rows], errs[net, i, rows], w[net, i]
-                out.append(x @ wi if op == "fwd" else x.T @ e if op == "wgrad" else e @ wi.T)
+                out.append(TORCH_PRODUCTS[op](*{"fwd": (x, wi), "wgrad": (x, e), "igrad": (e, wi)}[op]))
             return out
 
         return Runner(name, device, products)

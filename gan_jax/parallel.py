@@ -105,8 +105,9 @@ def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, P())
 
 
-def batch_sharded(mesh: Mesh) -> NamedSharding:
-    return NamedSharding(mesh, P(AXIS))
+def batch_sharded(mesh: Mesh, axis: int = 0) -> NamedSharding:
+    """Split along dimension `axis` over the mesh, replicated along the others."""
+    return NamedSharding(mesh, P(*(None,) * axis, AXIS))
 
 
 def replicate(tree, mesh: Mesh):
@@ -130,7 +131,7 @@ def shard_batch(x: jax.Array | None, mesh: Mesh | None, axis: int = 0) -> jax.Ar
     """Inside jit: split `x` along its batch axis (`axis`) over the mesh (nothing on one device, or for None)."""
     if x is None or num_shards(mesh) == 1:
         return x
-    return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, P(*(None,) * axis, AXIS)))
+    return jax.lax.with_sharding_constraint(x, batch_sharded(mesh, axis))
 
 
 def concat_batches(a: jax.Array, b: jax.Array, mesh: Mesh | None) -> jax.Array:

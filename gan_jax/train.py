@@ -404,7 +404,7 @@ def make_train_chunk(gan: Gan, num_train: int):
         draws = jax.vmap(lambda step: step_draws(state.key, step, config))(steps)
         draws = jax.tree.map(lambda d: parallel.shard_batch(d, mesh, axis=1), draws)  # (K, rows, ...)
 
-        rows = data.reshape(data.shape[0], -1)  # (N, 784): gathers whole rows, one contiguous copy each
+        rows = data.reshape(data.shape[0], -1)  # (N, 784): gathered as rows, no layout change after the gather
 
         def body(carry, draw):
             state, perm = carry
