@@ -85,6 +85,12 @@ def matmul_plan(config: Config, batch: int) -> list[tuple[str, str, int, int]]:
     return plan
 
 
+def operands_of(op: str, x, e, w) -> tuple:
+    """A plan product's two operands, in the order its op takes them, from the layer's activations
+    x (rows, in), back-propagated errors e (rows, out) and weight w (in, out); works on shapes too."""
+    return {"fwd": (x, w), "wgrad": (x, e), "igrad": (e, w)}[op]
+
+
 def plan_flops(config: Config, plan: Sequence[tuple[str, str, int, int]]) -> int:
     ws = dict(zip("gd", widths(config)))
     return sum(2 * rows * ws[net][i] * ws[net][i + 1] for _, net, i, rows in plan)

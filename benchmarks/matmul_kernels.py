@@ -38,10 +38,7 @@ def products(config: Config, batch: int) -> list[tuple[str, tuple[int, int], tup
     seen: dict = {}
     for op, net, i, rows in flops_lib.matmul_plan(config, batch):
         n_in, n_out = ws[net][i], ws[net][i + 1]
-        shapes = {"fwd": ((rows, n_in), (n_in, n_out)),  # x @ w
-                  "wgrad": ((rows, n_in), (rows, n_out)),  # x^T e
-                  "igrad": ((rows, n_out), (n_in, n_out))}[op]  # e w^T
-        key = (op, *shapes)
+        key = (op, *flops_lib.operands_of(op, (rows, n_in), (rows, n_out), (n_in, n_out)))
         seen[key] = seen.get(key, 0) + 1
     return [(*k, n) for k, n in seen.items()]
 

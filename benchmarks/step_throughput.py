@@ -136,7 +136,7 @@ class JaxMatmuls:
             out = []
             for op, net, i, rows in plan:
                 x, e, wi = acts[net, i, rows], errs[net, i, rows], w[net, i]
-                out.append(ops[op](*{"fwd": (x, wi), "wgrad": (x, e), "igrad": (e, wi)}[op]))
+                out.append(ops[op](*flops_lib.operands_of(op, x, e, wi)))
             return out
 
         self.args = (w, acts, errs)

@@ -174,7 +174,7 @@ def make_floor_runner(name: str, config: Config, device: torch.device, operands=
     `operands` from step_throughput.floor_operands, one torch.mm each, transposes as stride views);
     "adam", gan_torch's two Adams (the fastest kernel, as `tuned`) stepping on fixed gradients."""
     if name == "matmuls":
-        from benchmarks.flops import matmul_plan
+        from benchmarks.flops import matmul_plan, operands_of
 
         plan = matmul_plan(config, config.batch_size)
         w, acts, errs = operands
@@ -183,7 +183,7 @@ def make_floor_runner(name: str, config: Config, device: torch.device, operands=
             out = []
             for op, net, i, rows in plan:
                 x, e, wi = acts[net, i, rows], errs[net, i, rows], w[net, i]
-                out.append(TORCH_PRODUCTS[op](*{"fwd": (x, wi), "wgrad": (x, e), "igrad": (e, wi)}[op]))
+                out.append(TORCH_PRODUCTS[op](*operands_of(op, x, e, wi)))
             return out
 
         return Runner(name, device, products)
