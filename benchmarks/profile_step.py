@@ -99,7 +99,8 @@ def main(argv=None) -> int:
 
     scan_steps = next(c.cell_contents for c in chunk.__closure__
                       if getattr(c.cell_contents, "__name__", "") == "scan_steps")
-    hlo = scan_steps.lower(state, jnp.arange(data.shape[0]), data, None, num_steps=k).compile().as_text()
+    shuffled = (data.reshape(data.shape[0], -1), None)  # the epoch's copy of the set: only its shape matters
+    hlo = scan_steps.lower(state, shuffled, data, None, num_steps=k).compile().as_text()
     param_shapes = {f"f32[{','.join(map(str, x.shape))}]" for x in jax.tree.leaves((state.g_params, state.d_params))
                     if x.ndim == 2}
     cats = _categories(hlo, param_shapes)

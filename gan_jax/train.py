@@ -375,17 +375,20 @@ def scale_images(images_u8: jax.Array) -> jax.Array:
 def make_train_chunk(gan: Gan, num_train: int):
     """A `train_chunk(state, data, num_steps, data_labels=None) -> (state, metrics (num_steps, 4))`: K compiled steps.
 
-    `data` is the whole uint8 training set (N, 28, 28, 1) on the device; each step gathers
-    its n_critic * B images from the epoch's permutation (step t of an epoch takes positions
-    [t n_critic B, (t + 1) n_critic B), D update k the k-th B of them, so an epoch is one pass
-    of D over the data), draws its noise from (key, step), and runs `train_step`. The state is
-    donated: its buffers are reused, never copied. With --conditional, `data_labels` is the training
-    set's (N,) int32 labels on the device: each step gathers its images' labels by the same
-    indices and draws its fakes' classes from (key, step) (`step_labels`).
-    On a mesh (`gan.mesh`), state and data are replicated and each device gathers and draws
-    only its slice of the batch: threefry's partitionable mode makes every slice of the noise
-    equal to the same rows drawn on one device, so the run computes the same numbers on any
-    number of devices, up to the order of the gradient sums.
+    `data` is the whole uint8 training set (N, 28, 28, 1) on the device. Each epoch starts by
+    copying it in the order of the epoch's permutation (`epoch_permutation`); step t of the epoch
+    then takes rows [t n_critic B, (t + 1) n_critic B) of that copy, D update k the k-th B of them,
+    so an epoch is one pass of D over the data. (One gather of N rows an epoch, ~20 ms for MNIST on
+    a CPU, and a contiguous slice a step, rather than n_critic B scattered rows a step: faster at
+    batch 64, benchmarks/RESULTS.md; it costs a second copy of the set on the device.) Each step draws
+    its noise from (key, step) and runs `train_step`. The state is donated: its buffers are reused,
+    never copied. With --conditional, `data_labels` is the training set's (N,) int32 labels on the
+    device, shuffled with the images; each step draws its fakes' classes from (key, step)
+    (`step_labels`).
+    On a mesh (`gan.mesh`), state and data are replicated and each device takes and draws only
+    its slice of the batch: threefry's partitionable mode makes every slice of the noise equal to
+    the same rows drawn on one device, so the run computes the same numbers on any number of
+    devices, up to the order of the gradient sums.
     """
     config = gan.config
     batch, images_per_step = config.batch_size, config.images_per_step
@@ -393,8 +396,14 @@ def make_train_chunk(gan: Gan, num_train: int):
     mesh = gan.mesh
     out_shardings = None if mesh is None else parallel.replicated(mesh)
 
+    def epoch_order(key: jax.Array, epoch: jax.Array, data: jax.Array, data_labels: jax.Array | None):
+        """The training set in epoch `epoch`'s order: (images (N, H W C) uint8, labels (N,) or None)."""
+        perm = epoch_permutation(key, epoch, num_train)
+        rows = data.reshape(data.shape[0], -1)  # (N, 784): gathered as rows, no layout change after the gather
+        return rows[perm], None if data_labels is None else data_labels[perm]
+
     @functools.partial(jax.jit, static_argnames="num_steps", donate_argnums=(0, 1), out_shardings=out_shardings)
-    def scan_steps(state: TrainState, perm: jax.Array, data: jax.Array, data_labels: jax.Array | None,
+    def scan_steps(state: TrainState, shuffled: tuple, data: jax.Array, data_labels: jax.Array | None,
                    num_steps: int):
         # Every step's random draws at once, before the loop: each is still a function of (key, step)
         # alone, so the numbers are those of drawing step by step, but one threefry call over K steps
@@ -404,36 +413,40 @@ def make_train_chunk(gan: Gan, num_train: int):
         draws = jax.vmap(lambda step: step_draws(state.key, step, config))(steps)
         draws = jax.tree.map(lambda d: parallel.shard_batch(d, mesh, axis=1), draws)  # (K, rows, ...)
 
-        rows = data.reshape(data.shape[0], -1)  # (N, 784): gathered as rows, no layout change after the gather
-
         def body(carry, draw):
-            state, perm = carry
+            state, shuffled = carry
             epoch, pos = state.step // steps_per_epoch, state.step % steps_per_epoch
-            # A new epoch reshuffles; the permutation rides in the carry between epoch starts.
-            perm = jax.lax.cond(pos == 0, lambda: epoch_permutation(state.key, epoch, num_train), lambda: perm)
-            idx = jax.lax.dynamic_slice_in_dim(perm, pos * images_per_step, images_per_step)  # (n_critic B,)
-            idx = parallel.shard_batch(idx, mesh)  # each device gathers its own rows
-            x = parallel.shard_batch(scale_images(rows[idx]).reshape(-1, *data.shape[1:]), mesh)  # in [-1, 1]
+            # A new epoch reshuffles; the shuffled copy rides in the carry between epoch starts.
+            shuffled = jax.lax.cond(pos == 0, lambda: epoch_order(state.key, epoch, data, data_labels),
+                                    lambda: shuffled)
+            start = pos * images_per_step
+            rows = jax.lax.dynamic_slice_in_dim(shuffled[0], start, images_per_step)  # (n_critic B, 784) uint8
+            x = parallel.shard_batch(scale_images(rows).reshape(-1, *data.shape[1:]), mesh)  # in [-1, 1]
             z_d, z_g, eps, y_d, y_g = (parallel.shard_batch(d, mesh) for d in draw)
             labels = None
             if config.conditional:  # x's own labels, then the fakes' classes: (n_critic B,), (n_critic B,), (B,)
-                labels = (parallel.shard_batch(data_labels[idx], mesh), y_d, y_g)
+                y_real = jax.lax.dynamic_slice_in_dim(shuffled[1], start, images_per_step)
+                labels = (parallel.shard_batch(y_real, mesh), y_d, y_g)
             state, metrics = train_step(gan, state, x, z_d, z_g, eps, labels)
-            return (state, perm), metrics
+            return (state, shuffled), metrics
 
-        (state, perm), metrics = jax.lax.scan(body, (state, perm), draws, length=num_steps)
-        return state, perm, metrics  # metrics (num_steps, 4)
+        (state, shuffled), metrics = jax.lax.scan(body, (state, shuffled), draws, length=num_steps)
+        return state, shuffled, metrics  # metrics (num_steps, 4)
 
-    current_perm = jax.jit(lambda key, step: epoch_permutation(key, step // steps_per_epoch, num_train),
-                           out_shardings=out_shardings)
-    carried: list = [None, None]  # the last state returned, and its epoch's permutation
+    current_order = jax.jit(lambda key, step, data, data_labels: epoch_order(key, step // steps_per_epoch, data,
+                                                                               data_labels),
+                            out_shardings=out_shardings)
+    carried: list = [None, None, None]  # the last state returned, its epoch's shuffled training set, from which data
 
     def train_chunk(state: TrainState, data: jax.Array, num_steps: int, data_labels: jax.Array | None = None):
-        # Sorting 60k keys costs ~25 ms on a CPU: reuse the permutation while the caller
-        # passes back the state we returned; recompute it for a fresh or restored state.
-        perm = carried[1] if state is carried[0] else current_perm(state.key, state.step)
-        state, perm, metrics = scan_steps(state, perm, data, data_labels, num_steps=num_steps)
-        carried[:] = [state, perm]
+        # Sorting 60k keys and copying the set costs ~45 ms on a CPU: reuse the shuffled copy while
+        # the caller passes back the state we returned; rebuild it for a fresh or restored state.
+        if state is carried[0] and data is carried[2]:
+            shuffled = carried[1]
+        else:
+            shuffled = current_order(state.key, state.step, data, data_labels)
+        state, shuffled, metrics = scan_steps(state, shuffled, data, data_labels, num_steps=num_steps)
+        carried[:] = [state, shuffled, data]
         return state, metrics
 
     return train_chunk
