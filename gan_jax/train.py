@@ -399,7 +399,7 @@ def make_train_chunk(gan: Gan, num_train: int):
     def epoch_order(key: jax.Array, epoch: jax.Array, data: jax.Array, data_labels: jax.Array | None):
         """The training set in epoch `epoch`'s order: (images (N, H W C) uint8, labels (N,) or None)."""
         perm = epoch_permutation(key, epoch, num_train)
-        rows = data.reshape(data.shape[0], -1)  # (N, 784): gathered as rows, no layout change after the gather
+        rows = data.reshape(data.shape[0], -1)  # (N, H W C): gathered as rows, no layout change after the gather
         return rows[perm], None if data_labels is None else data_labels[perm]
 
     @functools.partial(jax.jit, static_argnames="num_steps", donate_argnums=(0, 1), out_shardings=out_shardings)
@@ -420,7 +420,7 @@ def make_train_chunk(gan: Gan, num_train: int):
             shuffled = jax.lax.cond(pos == 0, lambda: epoch_order(state.key, epoch, data, data_labels),
                                     lambda: shuffled)
             start = pos * images_per_step
-            rows = jax.lax.dynamic_slice_in_dim(shuffled[0], start, images_per_step)  # (n_critic B, 784) uint8
+            rows = jax.lax.dynamic_slice_in_dim(shuffled[0], start, images_per_step)  # (n_critic B, H W C) uint8
             x = parallel.shard_batch(scale_images(rows).reshape(-1, *data.shape[1:]), mesh)  # in [-1, 1]
             z_d, z_g, eps, y_d, y_g = (parallel.shard_batch(d, mesh) for d in draw)
             labels = None
@@ -436,7 +436,7 @@ def make_train_chunk(gan: Gan, num_train: int):
     current_order = jax.jit(lambda key, step, data, data_labels: epoch_order(key, step // steps_per_epoch, data,
                                                                                data_labels),
                             out_shardings=out_shardings)
-    carried: list = [None, None, None]  # the last state returned, its epoch's shuffled training set, from which data
+    carried: list = [None, None, None]  # the last state returned, its epoch's shuffled copy, the set it copies
 
     def train_chunk(state: TrainState, data: jax.Array, num_steps: int, data_labels: jax.Array | None = None):
         # Sorting 60k keys and copying the set costs ~45 ms on a CPU: reuse the shuffled copy while
