@@ -433,20 +433,20 @@ def make_train_chunk(gan: Gan, num_train: int):
         (state, shuffled), metrics = jax.lax.scan(body, (state, shuffled), draws, length=num_steps)
         return state, shuffled, metrics  # metrics (num_steps, 4)
 
-    current_order = jax.jit(lambda key, step, data, data_labels: epoch_order(key, step // steps_per_epoch, data,
-                                                                               data_labels),
+    current_order = jax.jit(lambda key, step, *the_set: epoch_order(key, step // steps_per_epoch, *the_set),
                             out_shardings=out_shardings)
     carried: list = [None, None, None]  # the last state returned, its epoch's shuffled copy, the set it copies
 
     def train_chunk(state: TrainState, data: jax.Array, num_steps: int, data_labels: jax.Array | None = None):
         # Sorting 60k keys and copying the set costs ~45 ms on a CPU: reuse the shuffled copy while
         # the caller passes back the state we returned; rebuild it for a fresh or restored state.
-        if state is carried[0] and data is carried[2]:
+        same_set = carried[2] is not None and data is carried[2][0] and data_labels is carried[2][1]
+        if state is carried[0] and same_set:
             shuffled = carried[1]
         else:
             shuffled = current_order(state.key, state.step, data, data_labels)
         state, shuffled, metrics = scan_steps(state, shuffled, data, data_labels, num_steps=num_steps)
-        carried[:] = [state, shuffled, data]
+        carried[:] = [state, shuffled, (data, data_labels)]
         return state, metrics
 
     return train_chunk
