@@ -5,7 +5,9 @@
 For every distinct product of `benchmarks.flops.matmul_plan` (op and shapes), times XLA's kernel
 (a jitted lax.scan of --iters products, each input nudged by the loop counter so that nothing is
 hoisted; no per-call dispatch inside) and torch's (--iters back-to-back calls of the same torch.mm
-form the `matmuls` floor uses), medians of --repeats, and prints GFLOP/s and torch / XLA.
+form the `matmuls` floor uses), medians of --repeats, and prints GFLOP/s and torch / XLA. The last
+line sums each kernel's time times its count in a step: one step's products run one at a time on
+each backend's kernels (torch's times include its per-call dispatch).
 """
 
 from __future__ import annotations
@@ -65,6 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"({torch.get_num_threads()} threads); batch {args.batch_size}; medians of {args.repeats} x {args.iters}")
     print(f"{'op':6s} {'lhs':>11s} {'rhs':>11s} {'x/step':>6s} {'XLA GFLOP/s':>12s} {'torch GFLOP/s':>14s} "
           f"{'torch/XLA':>10s}")
+    step_ms = {"XLA": 0.0, "torch": 0.0}  # one step's products, each kernel timed alone
     for op, lhs_shape, rhs_shape, count in products(config, args.batch_size):
         a = rng.standard_normal(lhs_shape, dtype=np.float32)
         b = rng.standard_normal(rhs_shape, dtype=np.float32)
@@ -92,6 +95,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         t_torch = _median_s(torch_loop, args.repeats) / args.iters
         print(f"{op:6s} {str(lhs_shape):>11s} {str(rhs_shape):>11s} {count:6d} {flop / t_jax / 1e9:12.4g} "
               f"{flop / t_torch / 1e9:14.4g} {t_jax / t_torch:10.3g}")
+        step_ms["XLA"] += count * t_jax * 1e3
+        step_ms["torch"] += count * t_torch * 1e3
+    print(f"a step's products, summed: XLA {step_ms['XLA']:.3f} ms, torch {step_ms['torch']:.3f} ms "
+          f"(XLA - torch: {step_ms['XLA'] - step_ms['torch']:.3f} ms)")
     return 0
 
 

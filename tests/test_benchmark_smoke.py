@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -128,6 +129,12 @@ def test_matmul_kernels_times_every_distinct_product_in_both_backends(capsys):
     # Every product of the plan is some row, counted as often as it occurs in the step.
     assert sum(n for *_, n in want) == len(flops.matmul_plan(Config(), 2))
     assert matmul_kernels.main(["--batch-size", "2", "--iters", "2", "--repeats", "1"]) == 0
-    rows = [line.split() for line in capsys.readouterr().out.splitlines() if line.startswith(("fwd", "wgrad", "igrad"))]
+    out = capsys.readouterr().out.splitlines()
+    rows = [line.split() for line in out if line.startswith(("fwd", "wgrad", "igrad"))]
     assert len(rows) == len(want)
     assert all(float(r[-3]) > 0 and float(r[-2]) > 0 for r in rows)  # XLA and torch GFLOP/s
+    # The closing line sums a step's products in each backend: positive times, and their difference.
+    total = re.fullmatch(r"a step's products, summed: XLA (\S+) ms, torch (\S+) ms \(XLA - torch: (\S+) ms\)", out[-1])
+    assert total is not None, out[-1]
+    xla_ms, torch_ms, diff_ms = map(float, total.groups())
+    assert xla_ms > 0 and torch_ms > 0 and abs(xla_ms - torch_ms - diff_ms) <= 2e-3  # printed to 3 decimals
