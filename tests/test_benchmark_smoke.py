@@ -3,15 +3,18 @@
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 
 import pytest
 
 # benchmarks/ is not an installed package: import it from this checkout.
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+GPU_SH = os.path.join(ROOT, "benchmarks", "gpu.sh")
 
-from benchmarks import flops, step_throughput  # noqa: E402
+from benchmarks import flops, scaling, step_throughput  # noqa: E402
 from gan_common.config import Config  # noqa: E402
 
 ROW_KEYS = {"backend", "variant", "batch_size", "steps_per_s", "images_per_s", "step_ms_median", "step_ms_p25",
@@ -95,10 +98,9 @@ def test_quick_run_writes_rows_for_both_backends(tmp_path):
 def test_scaling_quick_run_times_every_device_count(tmp_path):
     """benchmarks.scaling in its own process (it simulates 4 CPU devices before JAX starts)."""
     out = str(tmp_path / "scaling.json")
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = dict(os.environ, PYTHONPATH=root)
+    env = dict(os.environ, PYTHONPATH=ROOT)
     env.pop("XLA_FLAGS", None)
-    proc = subprocess.run([sys.executable, "-m", "benchmarks.scaling", "--quick", "--json", out], cwd=root, env=env,
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.scaling", "--quick", "--json", out], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = json.load(open(out))["rows"]
@@ -138,3 +140,41 @@ def test_matmul_kernels_times_every_distinct_product_in_both_backends(capsys):
     assert total is not None, out[-1]
     xla_ms, torch_ms, diff_ms = map(float, total.groups())
     assert xla_ms > 0 and torch_ms > 0 and abs(xla_ms - torch_ms - diff_ms) <= 2e-3  # printed to 3 decimals
+
+
+def _gpu_sh_commands(out_dir: str) -> dict[str, list[str]]:
+    """The `python -m benchmarks.X ...` lines of benchmarks/gpu.sh, as each module's argv ($precision as float32)."""
+    with open(GPU_SH) as f:
+        script = f.read().replace("\\\n", " ")
+    commands = {}
+    for line in script.splitlines():
+        if line.startswith("python -m benchmarks."):
+            line = line.split("${extra", 1)[0].split("2>&1", 1)[0]
+            line = line.replace('"$precision"', "float32").replace('"$out/', f'"{out_dir}/')
+            module, *argv = shlex.split(line)[2:]
+            commands[module] = argv
+    return commands
+
+
+def test_gpu_script_passes_only_flags_the_benchmarks_accept(tmp_path):
+    """benchmarks/gpu.sh has never had a GPU here: its syntax and every flag it passes are checked on the CPU."""
+    assert subprocess.run(["bash", "-n", GPU_SH]).returncode == 0
+    commands = _gpu_sh_commands(str(tmp_path))
+    assert set(commands) == {"benchmarks.step_throughput", "benchmarks.scaling"}
+    args = step_throughput.parse_args(commands["benchmarks.step_throughput"])  # exits (SystemExit) on a bad flag
+    assert args.json == str(tmp_path / "step_throughput.json") and tuple(args.precisions) == ("float32", "bf16")
+    assert max(args.batch_sizes) == 65536  # the issue's GPU sweep reaches 65,536
+    assert scaling.parse_args(commands["benchmarks.scaling"]).json == str(tmp_path / "scaling.json")
+
+
+def test_gpu_script_on_a_cpu_machine_says_what_is_missing(tmp_path):
+    """Without CUDA, gpu.sh stops before any timing with one line naming what each backend lacks."""
+    # Hide any GPU from both backends, so that this holds on a CUDA machine too.
+    env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""),
+               CUDA_VISIBLE_DEVICES="", JAX_PLATFORMS="cpu")
+    done = subprocess.run(["bash", GPU_SH, "--out", str(tmp_path / "out")],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0
+    assert "benchmarks/gpu.sh needs CUDA in both backends" in done.stderr
+    assert "sees no CUDA device" in done.stderr and "runs on cpu" in done.stderr  # torch's lack and jax's
+    assert not (tmp_path / "out" / "step_throughput.json").exists()
