@@ -435,18 +435,17 @@ def make_train_chunk(gan: Gan, num_train: int):
 
     current_order = jax.jit(lambda key, step, *the_set: epoch_order(key, step // steps_per_epoch, *the_set),
                             out_shardings=out_shardings)
-    carried: list = [None, None, None]  # the last state returned, its epoch's shuffled copy, the set it copies
+    carried: list = [None, None, None, None]  # the last state returned, its epoch's shuffled copy, the set copied
 
     def train_chunk(state: TrainState, data: jax.Array, num_steps: int, data_labels: jax.Array | None = None):
         # Sorting 60k keys and copying the set costs ~45 ms on a CPU: reuse the shuffled copy while
         # the caller passes back the state we returned; rebuild it for a fresh or restored state.
-        same_set = carried[2] is not None and data is carried[2][0] and data_labels is carried[2][1]
-        if state is carried[0] and same_set:
+        if state is carried[0] and data is carried[2] and data_labels is carried[3]:
             shuffled = carried[1]
         else:
             shuffled = current_order(state.key, state.step, data, data_labels)
         state, shuffled, metrics = scan_steps(state, shuffled, data, data_labels, num_steps=num_steps)
-        carried[:] = [state, shuffled, (data, data_labels)]
+        carried[:] = [state, shuffled, data, data_labels]
         return state, metrics
 
     return train_chunk
