@@ -1,13 +1,15 @@
 # Two targets for a fresh machine; each does its own set-up first.
-#   make train   set up .venv, then train the seed GAN on the shipped MNIST (runs/mnist)
-#   make test    set up .venv, then run the test suite (what CI runs)
+#   make train       set up .venv, then train the default GAN on the shipped MNIST (runs/mnist)
+#   make test        set up .venv, then run the whole test suite (what CI runs, after make lint)
+#   make test-fast   the fast tier: unit and core parity tests, no end-to-end runs (pytest -m "not slow")
+#   make lint        ruff, configured in pyproject.toml
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-# A CPU wheel: an unpinned torch would pull a multi-GB CUDA build. GPU users: see README.
+# A CPU wheel: an unpinned torch would pull a multi-GB CUDA build. GPU users: see docs/usage.md.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: setup train test bench clean
+.PHONY: setup train test test-fast lint bench clean
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
@@ -22,6 +24,12 @@ train: setup
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not slow"
+
+lint: setup
+	$(BIN)/ruff check .
 
 bench: setup
 	$(BIN)/python -m benchmarks.step_throughput $(ARGS)

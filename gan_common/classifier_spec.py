@@ -23,6 +23,7 @@ import hashlib
 import os
 
 import numpy as np
+from safetensors.numpy import load_file
 
 from gan_common.errors import UserError
 
@@ -100,8 +101,6 @@ def load_classifier_tensors(dataset: str = "mnist", path: str | None = None, che
     """`dataset`'s classifier weights as float32 tensors keyed as SHAPES: the shipped file, or the one at
     `path`; refused unless its SHA-256 is the one pinned for `dataset` (check_sha256=False skips
     that) and every tensor has its shape."""
-    from safetensors.numpy import load_file
-
     spec = classifier_spec(dataset)
     path = spec.path if path is None else path
     if not os.path.isfile(path):

@@ -6,11 +6,10 @@ flags, so `gan_jax.train` and `gan_torch.train` accept exactly the same command 
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
-from typing import Any, Sequence
+from typing import Any
 
 from gan_common.classifier_spec import EVAL_DATASETS
 from gan_common.errors import UserError
@@ -214,7 +213,7 @@ def validate(config: Config) -> Config:
                      "n_critic", "g_channels", "d_channels")
     for name in positive_ints:
         if getattr(c, name) <= 0:
-            raise UserError(f"--{_flag(name)} must be a positive integer, got {getattr(c, name)}")
+            raise UserError(f"--{flag_name(name)} must be a positive integer, got {getattr(c, name)}")
     if c.eval_every < 0 or c.eval_samples < 10:
         raise UserError(f"--eval-every must be >= 0 and --eval-samples >= 10, got {c.eval_every}, {c.eval_samples}")
     if c.eval_every and c.dataset not in EVAL_DATASETS:
@@ -235,7 +234,7 @@ def validate(config: Config) -> Config:
         raise UserError(f"--adam-eps must be > 0, got {c.adam_eps}")
     for name in ("beta1", "beta2", "ema_decay"):
         if not 0.0 <= getattr(c, name) < 1.0:
-            raise UserError(f"--{_flag(name)} must be in [0, 1), got {getattr(c, name)}")
+            raise UserError(f"--{flag_name(name)} must be in [0, 1), got {getattr(c, name)}")
     if not c.leaky_slope >= 0:
         raise UserError(f"--leaky-slope must be >= 0, got {c.leaky_slope}")
     _validate_losses(c)
@@ -243,7 +242,7 @@ def validate(config: Config) -> Config:
     for f in dataclasses.fields(c):
         choices = f.metadata.get("choices")
         if choices and getattr(c, f.name) not in choices:
-            raise UserError(f"--{_flag(f.name)} {getattr(c, f.name)!r} is not one of {', '.join(choices)}")
+            raise UserError(f"--{flag_name(f.name)} {getattr(c, f.name)!r} is not one of {', '.join(choices)}")
     _validate_arch(c)
     return c
 
@@ -269,7 +268,7 @@ def _validate_arch(c: Config) -> None:
     for arch, names in own.items():
         for name in names:
             if c.arch != arch and getattr(c, name) != getattr(Config, name):
-                raise UserError(f"--{_flag(name)} applies only to --arch {arch}, got --arch {c.arch}; drop it")
+                raise UserError(f"--{flag_name(name)} applies only to --arch {arch}, got --arch {c.arch}; drop it")
     if c.arch != "dcgan":
         return
     height, width, _ = c.image_shape
@@ -281,15 +280,8 @@ def _validate_arch(c: Config) -> None:
                         "couples across the batch; add --d-norm spectral or none")
 
 
-def _flag(name: str) -> str:
+def flag_name(name: str) -> str:
     return name.replace("_", "-")
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse that raises UserError, so every bad flag ends in the same one-line message."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise UserError(f"{message} (see --help)")
 
 
 # Named bundles of flags (--preset NAME): each a configuration benchmarks/QUALITY.md measured, so a
@@ -301,46 +293,16 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
-    parser = _Parser(prog=prog, description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--preset", choices=sorted(PRESETS), default=argparse.SUPPRESS,
-                        help="start from a named configuration measured in benchmarks/QUALITY.md; flags given "
-                             "with it override its values. " + "; ".join(
-                                 f"{name}: " + " ".join(f"--{_flag(k)} {v}" for k, v in flags.items())
-                                 for name, flags in PRESETS.items()))
-    for f in dataclasses.fields(Config):
-        flag = "--" + _flag(f.name)
-        # default=SUPPRESS: the namespace holds only flags the user typed (resume keeps the rest).
-        kwargs: dict[str, Any] = {"help": f.metadata["help"] + f" (default: {f.default})", "default": argparse.SUPPRESS}
-        if f.type in ("bool", bool):
-            kwargs["action"] = "store_true"
-        else:
-            kwargs["type"] = {"int": int, "float": float, "str": str}[f.type]
-            if "choices" in f.metadata:
-                kwargs["choices"] = f.metadata["choices"]
-            kwargs["metavar"] = f.name.upper() if "choices" not in f.metadata else None
-        parser.add_argument(flag, **kwargs)
-    return parser
-
-
-def parse_args(argv: Sequence[str] | None, prog: str, description: str) -> tuple[Config, set[str]]:
-    """Parse a command line into a validated Config and the set of fields the user set explicitly."""
-    ns = build_parser(prog, description).parse_args(argv)
-    typed = dict(vars(ns))
-    given = {**PRESETS.get(typed.pop("preset", ""), {}), **typed}  # the preset's values count as given
-    return validate(Config(**given)), set(given)
-
-
 def resume_config(saved: Config, current: Config, given: set[str]) -> Config:
     """The config of a resumed run: the saved one, with the overrides a resume may make."""
     changed = sorted(
         n for n in given if n not in RESUMABLE_OVERRIDES and n != "out_dir" and getattr(saved, n) != getattr(current, n)
     )
     if changed:
-        flags = ", ".join("--" + _flag(n) for n in changed)
+        flags = ", ".join("--" + flag_name(n) for n in changed)
         raise UserError(
             f"--resume cannot change {flags}: they define what the run computes; "
-            f"resume may change only {', '.join('--' + _flag(n) for n in sorted(RESUMABLE_OVERRIDES - {'resume'}))}"
+            f"resume may change only {', '.join('--' + flag_name(n) for n in sorted(RESUMABLE_OVERRIDES - {'resume'}))}"
         )
     overrides = {n: getattr(current, n) for n in given if n in RESUMABLE_OVERRIDES - {"resume"}}
     overrides.update({n: getattr(current, n) for n in LAUNCH_FIELDS})  # this launch's layout, given or not

@@ -13,15 +13,14 @@ FID falls with N, so compare it only at the same N (10000, the size of the refer
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-from typing import Callable, Sequence
+from typing import Callable
 
 import numpy as np
 
 from gan_common import metrics
-from gan_common.classifier_spec import EVAL_DATASETS, classifier_spec
+from gan_common.classifier_spec import classifier_spec
+from gan_common.datasets import load_dataset
 from gan_common.errors import UserError
 
 FeaturesAndProbs = Callable[[np.ndarray, str], tuple[np.ndarray, np.ndarray]]
@@ -128,8 +127,6 @@ class Evaluator:
 
     def reference_outputs(self, name: str = "test") -> dict[str, np.ndarray]:
         """Classifier outputs on 10k real images: the dataset's test set, or its first 10k training images."""
-        from gan_common.datasets import load_dataset
-
         if name not in REFERENCES:
             raise UserError(f"unknown reference {name!r}; expected one of {', '.join(REFERENCES)}")
         if name not in self._references:
@@ -187,64 +184,3 @@ def evaluators(features_and_probs: FeaturesAndProbs) -> Callable[..., Evaluator]
     return evaluator
 
 
-# ------------------------------------------------------------------ the evaluate CLI of both backends
-def generate_images(generate: Callable[..., np.ndarray], latent_dim: int, num: int, seed: int,
-                    labels: np.ndarray | None = None) -> np.ndarray:
-    """`num` images from a backend's `load_generator` function (it batches itself), z ~ N(0, I)
-    from `seed` as in the sample CLI, so either backend sees the same z; `labels` (num,) for a conditional G."""
-    from gan_common.sampling import sample_noise
-
-    return np.asarray(generate(sample_noise(num, latent_dim, seed), labels))  # (N, 28, 28, 1)
-
-
-def evaluate_main(argv: Sequence[str] | None, prog: str, evaluator: Callable[..., Evaluator],
-                  load_generator: Callable) -> int:
-    """`python -m gan_{jax,torch}.evaluate`; `evaluator` is the backend's `evaluators(...)` and
-    `load_generator(path) -> (generate, config)` its loader."""
-    parser = argparse.ArgumentParser(
-        prog=prog, description="Sample-quality numbers for generated MNIST or Fashion-MNIST images, measured with "
-        "the shipped classifier of that dataset."
-    )
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--samples", help=".npy of (N, 28, 28, 1) float32 images in [-1, 1]")
-    source.add_argument("--checkpoint", help="a run dir, a checkpoint dir or a neutral weights.safetensors")
-    source.add_argument("--real-baselines", action="store_true", help="score 10k training images (the floor)")
-    parser.add_argument("--num", type=int, default=REFERENCE_SIZE, help="images to draw with --checkpoint "
-                        "(a conditional model: classes 0..9 cycling, each scored apart as class_acc_K)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of z for --checkpoint and of KID's subsets")
-    parser.add_argument("--reference", default="test", choices=REFERENCES, help="10k real images to compare with")
-    parser.add_argument("--dataset", choices=EVAL_DATASETS, help="whose classifier and real images to score with "
-                        "(default: a --checkpoint's own dataset, otherwise mnist)")
-    parser.add_argument("--data-dir", default="", help="folder of the dataset's four IDX files, for the real "
-                        "images (default: where training finds them)")
-    parser.add_argument("--json", help="also write the metrics as one flat JSON object here")
-    args = parser.parse_args(argv)
-    labels = None  # the classes asked of a conditional checkpoint's G
-    if args.real_baselines:
-        results = evaluator(args.dataset or "mnist", data_dir=args.data_dir).real_baselines(args.seed)
-    else:
-        scorer = evaluator(args.dataset or "mnist", data_dir=args.data_dir)
-        if args.checkpoint:
-            if args.num < MIN_SAMPLES:
-                raise UserError(f"--num {args.num} is too small; the metrics need at least {MIN_SAMPLES} images")
-            generate, config = load_generator(args.checkpoint)
-            if args.dataset and args.dataset != config.dataset:
-                raise UserError(f"--dataset {args.dataset}, but {args.checkpoint} was trained on {config.dataset}; "
-                                f"drop --dataset to score it with its own dataset's classifier")
-            scorer = evaluator(config.dataset, data_dir=args.data_dir)  # cifar10 fails here, before generating
-            if config.conditional:  # classes 0..9 cycling: num / 10 of each, scored per class too
-                from gan_common.sampling import sample_labels
-
-                labels = sample_labels(args.num)
-            images = check_images(generate_images(generate, config.latent_dim, args.num, args.seed, labels),
-                                  "generated images")
-        else:
-            images = load_samples(args.samples)
-        results = scorer.evaluate_images(images, args.reference, seed=args.seed, labels=labels)
-    print(format_table(results))
-    if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=2)
-            f.write("\n")
-    return 0

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import signal
 import sys
@@ -20,14 +19,16 @@ from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 
+from tqdm import tqdm
+
 from gan_common.config import Config, out_dir_is_writable, resume_config
+from gan_common.datasets import load_dataset
 from gan_common.errors import UserError
-from gan_common.images import save_grid
+from gan_common.outputs import (CHECKPOINT_DIR, CONFIG_FILE, LOSSES_PLOT, METRICS_FILE, SAMPLES_DIR, plot_losses,
+                                save_grid, truncate_metrics)
+from gan_common.sampling import CLASS_GRID_COLUMNS, sample_labels, sample_noise
 
 METRIC_NAMES = ("d_loss", "g_loss", "d_real", "d_fake")  # columns of a backend's per-step metrics
-CONFIG_FILE = "config.json"
-METRICS_FILE = "metrics.jsonl"
-CHECKPOINT_DIR = "checkpoints"
 
 
 class TrainingDiverged(UserError):
@@ -53,6 +54,24 @@ class Backend(Protocol):
 
     def generate(self, z: np.ndarray, labels: np.ndarray | None = None) -> np.ndarray:
         """Images (N, H, W, C) in [-1, 1] from noise z (N, latent_dim) (and classes (N,), --conditional), for --eval-every."""
+
+
+class Checkpointer(Protocol):
+    """What each backend's `checkpoint` module provides, with these signatures in both. `gan` is the
+    backend's static half (`step.Gan`), `state` its `step.TrainState`; a checkpoint folder is
+    `<root>/<step>/`, and always holds the neutral weight file (gan_common.weights)."""
+
+    def save(self, root: str, gan: Any, state: Any) -> str:
+        """Write the checkpoint of `state`'s step under `root` atomically; return its folder."""
+
+    def restore_latest(self, root: str, gan: Any, state: Any) -> Any:
+        """The newest checkpoint under `root`, as a TrainState like `state` (the torch one fills `state` in place
+        and returns it); a UserError if there is none or it cannot be read."""
+
+    def load_state(self, path: str, ema: bool = True) -> tuple[Any, Any]:
+        """(gan, state) built from the neutral weight file `path` leads to (a run folder, a step folder or the
+        file): nets and running statistics from the file, fresh optimisers. ema: G's params are its EMA
+        when the run kept one (what samples); False: G's own."""
 
 
 def prepare_run(config: Config, given: set[str], primary: bool = True) -> Config:
@@ -117,14 +136,11 @@ def train_loop(config: Config, backend: Backend, total_steps: int, steps_per_epo
     With --conditional the images are of classes 0..9 cycling (labels), and the evaluator adds
     their per-class accuracy (class_acc_0..9, class_acc_mean); otherwise labels is None.
     """
-    from gan_common.sampling import CLASS_GRID_COLUMNS, sample_labels, sample_noise
-    from tqdm import tqdm
-
     out = config.out_dir
     primary = getattr(backend, "is_primary", True)
     metrics_path = os.path.join(out, METRICS_FILE) if primary else os.devnull
     if primary:
-        _truncate_metrics(metrics_path, backend.step)
+        truncate_metrics(metrics_path, backend.step)
     pending: list[tuple[int, Any]] = []  # (first step, metrics handle) not yet fetched
     last: dict = {}
     t_log, step_log = time.perf_counter(), backend.step
@@ -172,7 +188,7 @@ def train_loop(config: Config, backend: Backend, total_steps: int, steps_per_epo
             if stop % config.sample_every == 0 or at_end:
                 grid = backend.sample()  # every process: sampling is one program over the whole mesh
                 if primary:
-                    save_grid(grid, os.path.join(out, "samples", f"step_{stop:07d}.png"),
+                    save_grid(grid, os.path.join(out, SAMPLES_DIR, f"step_{stop:07d}.png"),
                               nrow=CLASS_GRID_COLUMNS if config.conditional else None)
             if do_ckpt:
                 backend.save_checkpoint()
@@ -183,7 +199,7 @@ def train_loop(config: Config, backend: Backend, total_steps: int, steps_per_epo
             backend.save_checkpoint()
     if not primary:
         return last
-    plot_losses(metrics_path, os.path.join(out, "losses.png"), config.loss)
+    plot_losses(metrics_path, os.path.join(out, LOSSES_PLOT), config.loss)
     if sigint.requested and backend.step < total_steps:
         print(f"\ninterrupted: checkpoint written at step {backend.step}. Resume with:\n"
               f"  python -m {backend_name}.train --out-dir {out} --resume", file=sys.stderr)
@@ -201,8 +217,6 @@ def run_training(config: Config, workdir: str | None, given: set[str] | Sequence
     With --eval-every, `load_evaluator(dataset, data_source, data_dir)` gives the backend's
     gan_common.evaluation.Evaluator of the run's dataset, whose `fid_and_coverage` the loop logs.
     `primary`: whether this process writes files (False on all but one process of a multi-process run)."""
-    from gan_common.datasets import load_dataset
-
     if workdir is not None:
         config = dataclasses.replace(config, out_dir=workdir)
     config = prepare_run(config, set(given), primary)
@@ -234,59 +248,3 @@ def _fetch_checked(backend: Backend, pending: list[tuple[int, Any]], checkpoint_
             )
         rows.append(block)
     return np.concatenate(rows)
-
-
-def _truncate_metrics(path: str, step: int) -> None:
-    """On resume, drop log lines past the checkpoint so metrics.jsonl reads as one run."""
-    if not os.path.exists(path):
-        return
-    with open(path) as f:
-        lines = [ln for ln in f if ln.strip()]
-    keep = [ln for ln in lines if json.loads(ln).get("step", 0) <= step]
-    if len(keep) != len(lines):
-        tmp = path + ".tmp"
-        with open(tmp, "w") as f:
-            f.writelines(keep)
-        os.replace(tmp, path)
-
-
-def read_metrics(path: str) -> list[dict]:
-    with open(path) as f:
-        return [json.loads(ln) for ln in f if ln.strip()]
-
-
-def plot_losses(metrics_path: str, out_png: str, loss: str = "gan") -> None:
-    """losses.png: D and G loss, and D's mean outputs on real and fake, against step.
-
-    For --loss gan D's outputs are probabilities, with the equilibrium marked; for the other
-    losses they are D's raw outputs (the backends' `mean_d_output`), on a free scale.
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = read_metrics(metrics_path) if os.path.exists(metrics_path) else []
-    if not rows:
-        return
-    steps = [r["step"] for r in rows]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
-    ax1.plot(steps, [r["d_loss"] for r in rows], label="D loss")
-    ax1.plot(steps, [r["g_loss"] for r in rows], label="G loss")
-    if loss == "gan":
-        ax1.axhline(2 * math.log(2), color="grey", lw=0.8, ls="--", label="D loss at equilibrium (2 log 2)")
-    ax1.set_xlabel("step")
-    ax1.legend()
-    what = "D" if loss == "gan" else "raw D"
-    ax2.plot(steps, [r["d_real"] for r in rows], label=f"mean {what}(x)")
-    ax2.plot(steps, [r["d_fake"] for r in rows], label=f"mean {what}(G(z))")
-    if loss == "gan":
-        ax2.axhline(0.5, color="grey", lw=0.8, ls="--")
-        ax2.set_ylim(0, 1)
-    ax2.set_xlabel("step")
-    ax2.legend()
-    fig.tight_layout()
-    tmp = out_png + ".tmp.png"
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, out_png)

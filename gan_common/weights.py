@@ -27,6 +27,8 @@ import json
 import os
 
 import numpy as np
+from safetensors import safe_open
+from safetensors.numpy import save_file
 
 from gan_common.config import Config
 from gan_common.errors import UserError
@@ -42,8 +44,6 @@ def mlp_layer_names(num_hidden: int) -> tuple[str, ...]:
 
 def save_weights(path: str, tensors: dict[str, np.ndarray], config: Config) -> None:
     """Write the neutral file atomically (a crash leaves the old file or none, never half of one)."""
-    from safetensors.numpy import save_file
-
     arrays = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in tensors.items()}
     tmp = path + ".tmp"
     save_file(arrays, tmp, metadata={"format": "gan-neutral-v1", "config": config.to_json()})
@@ -52,8 +52,6 @@ def save_weights(path: str, tensors: dict[str, np.ndarray], config: Config) -> N
 
 def load_weights(path: str) -> tuple[dict[str, np.ndarray], Config]:
     """Read a neutral file: its tensors and the config of the run that wrote it."""
-    from safetensors import safe_open
-
     if not os.path.isfile(path):
         raise UserError(f"no weight file at {path}; expected a {WEIGHTS_FILE} from a checkpoint of either backend")
     try:

@@ -13,19 +13,19 @@ import os
 
 import jax
 import numpy as np
+import orbax.checkpoint as ocp
 from flax import nnx
 
 from gan_common.errors import UserError
 from gan_common.weights import (EMA_NET, WEIGHTS_FILE, latest_step_dir, load_weights, resolve_weights_file,
                                  sampling_tensors, save_weights)
 from gan_jax import parallel
+from gan_jax.step import Gan, TrainState, create
 
 KEEP = 3  # newest checkpoints kept; older ones are deleted by orbax
 
 
-def _manager(root: str, create: bool):
-    import orbax.checkpoint as ocp
-
+def _manager(root: str, create: bool) -> ocp.CheckpointManager:
     options = ocp.CheckpointManagerOptions(max_to_keep=KEEP, create=create, enable_async_checkpointing=False)
     return ocp.CheckpointManager(os.path.abspath(root), options=options, item_names=("state", "meta"))
 
@@ -33,7 +33,7 @@ def _manager(root: str, create: bool):
 # ----------------------------------------------------------------------------- neutral weights
 # Flax's layouts are the neutral ones, so the names are all that changes: `generator.fc1.kernel`,
 # `generator.bn0.scale` (an nnx.Param), `generator.bn0.mean` (an nnx.BatchStat), `discriminator.conv1.sn_u`
-# (a SpectralVector, a BatchStat, held in torch's order: gan_jax.models.SpectralNorm). Dense kernels are
+# (a SpectralVector, a BatchStat, held in torch's order: gan_jax.layers.SpectralNorm). Dense kernels are
 # (in, out), Conv kernels HWIO, ConvTranspose kernels (transpose_kernel=True) the HWIO kernel of the
 # convolution they transpose, (kh, kw, out, in).
 def export_weights(g_params: nnx.State, d_params: nnx.State, g_stats: nnx.State | None = None,
@@ -86,14 +86,12 @@ def _at(tree: dict, dotted: str) -> dict:
 
 
 # ----------------------------------------------------------------------------- checkpoints
-def save(root: str, gan, state) -> str:
+def save(root: str, gan: Gan, state: TrainState) -> str:
     """Write the checkpoint of `state.step` under `root`; return its folder.
 
     Every process of a multi-process run calls this (orbax coordinates them); process 0 alone
     writes the neutral weight file.
     """
-    import orbax.checkpoint as ocp
-
     step = int(parallel.to_host(state.step))
     with _manager(root, create=True) as mngr:
         mngr.save(step, args=ocp.args.Composite(
@@ -115,17 +113,15 @@ def _stored(state) -> dict:
     return {name: value for name, value in state._asdict().items() if value is not None}
 
 
-def restore_latest(root: str, target):
-    """Restore the newest checkpoint under `root` into a state shaped like `target`."""
-    import orbax.checkpoint as ocp
-
+def restore_latest(root: str, gan: Gan, state: TrainState) -> TrainState:
+    """The newest checkpoint under `root`, as a state shaped (and placed) like `state`; `gan` as in `save`."""
     if not os.path.isdir(root):
         raise UserError(f"no checkpoints folder at {root}; --resume needs a run started with this --out-dir")
     folder = latest_step_dir(root)
     if not os.path.isdir(os.path.join(folder, "state")):
         raise UserError(f"checkpoint {folder} holds no orbax state (written by gan_torch?); "
                         f"resume a run with the backend that trained it")
-    abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, _stored(target))
+    abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, _stored(state))
     try:
         with _manager(root, create=False) as mngr:
             restored = mngr.restore(int(os.path.basename(folder)),
@@ -134,18 +130,16 @@ def restore_latest(root: str, target):
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
         raise UserError(f"checkpoint {folder} is unreadable or corrupt ({type(e).__name__}: {first}); "
                         f"delete that step folder to resume from the one before, or start afresh")
-    return target._replace(**restored["state"])
+    return state._replace(**restored["state"])
 
 
-def load_params(path: str, ema: bool = True):
-    """The config and a TrainState holding the nets (params and running statistics) of the neutral file
-    that `path` leads to; its optimiser states are fresh. Its g_params are G's EMA when the run kept one
-    (what sampling and evaluation use; ema=False: G's own), with G's own running statistics; its g_ema is None."""
-    from gan_jax.train import create
-
+def load_state(path: str, ema: bool = True) -> tuple[Gan, TrainState]:
+    """(gan, state) holding the nets (params and running statistics) of the neutral file that `path` leads
+    to; its optimiser states are fresh. Its g_params are G's EMA when the run kept one (what sampling and
+    evaluation use; ema=False: G's own), with G's own running statistics; its g_ema is None."""
     tensors, config = load_weights(resolve_weights_file(path))
     tensors = sampling_tensors(tensors, ema)
-    _, fresh = create(config)
+    gan, fresh = create(config)
     g_params, d_params, g_stats, d_stats = import_weights(tensors, fresh.g_params, fresh.d_params, fresh.g_stats,
                                                           fresh.d_stats)
-    return config, fresh._replace(g_params=g_params, d_params=d_params, g_stats=g_stats, d_stats=d_stats, g_ema=None)
+    return gan, fresh._replace(g_params=g_params, d_params=d_params, g_stats=g_stats, d_stats=d_stats, g_ema=None)

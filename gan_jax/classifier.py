@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
+from safetensors.numpy import save_file
 
 from gan_common.classifier_spec import (  # file_sha256 re-exported: the name callers used before the spec moved
     FEATURE_DIM,
@@ -29,6 +30,7 @@ from gan_common.classifier_spec import (  # file_sha256 re-exported: the name ca
     file_sha256,
     load_classifier_tensors,
 )
+from gan_common.datasets import load_dataset
 
 
 class MnistClassifier(nnx.Module):
@@ -62,8 +64,6 @@ def to_model_scale(images_u8: np.ndarray | jax.Array) -> jax.Array:
 # ------------------------------------------------------------------ weights on disk
 def save_classifier(model: MnistClassifier, path: str, test_accuracy: float, dataset: str = "mnist") -> str:
     """Write the weights (kernels HWIO / (in, out), as the neutral file) atomically; returns the SHA-256."""
-    from safetensors.numpy import save_file
-
     tensors = {
         f"classifier.{layer}.{p}": np.ascontiguousarray(np.asarray(getattr(getattr(model, layer), p)[...]), np.float32)
         for layer in LAYERS
@@ -167,8 +167,6 @@ def train_classifier(
     Adam with 200 warm-up steps, then a cosine decay to 0: without the warm-up, the first large
     steps leave about half of fc1's ReLUs dead, which costs accuracy and feature dimensions.
     """
-    from gan_common.datasets import load_dataset
-
     epochs = classifier_spec(dataset).epochs if epochs is None else epochs
     train, test = load_dataset(dataset, "train"), load_dataset(dataset, "test")
     steps_per_epoch = train.images.shape[0] // batch_size

@@ -16,22 +16,13 @@ from __future__ import annotations
 import sys
 from typing import Sequence
 
+from gan_common.cli import evaluate_main
 from gan_common.errors import cli_entry
-from gan_common.evaluation import evaluate_main, evaluators
-from gan_jax.classifier import features_and_probs
-
-evaluator = evaluators(features_and_probs)  # evaluator(dataset): one per process and dataset, references cached
-EVALUATOR = evaluator("mnist")
-reference_outputs = EVALUATOR.reference_outputs
-evaluate_images = EVALUATOR.evaluate_images
-fid_and_coverage = EVALUATOR.fid_and_coverage
-real_baselines = EVALUATOR.real_baselines
+from gan_jax.backend import evaluator, load_generator
 
 
 @cli_entry
 def main(argv: Sequence[str] | None = None) -> int:
-    from gan_jax.sample import load_generator
-
     return evaluate_main(argv, "python -m gan_jax.evaluate", evaluator, load_generator)
 
 

@@ -6,6 +6,9 @@ generator's state and G's EMA with --ema-decay: only tensors and plain Python va
 with `weights_only=True`) and `weights.safetensors`, the neutral file either backend can sample from.
 Each step folder is written under a temporary name and renamed when complete, so a crash never
 leaves a half-written checkpoint.
+
+`save`, `restore_latest` and `load_state` are gan_common.loop.Checkpointer, with gan_jax.checkpoint's
+signatures; `restore_latest` fills the given state in place (gan_jax's returns a new one) and returns it.
 """
 
 from __future__ import annotations
@@ -18,10 +21,10 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from gan_common.config import Config
 from gan_common.errors import UserError
 from gan_common.weights import (EMA_NET, WEIGHTS_FILE, latest_step_dir, load_weights, resolve_weights_file,
                                  sampling_tensors, save_weights, step_dirs)
+from gan_torch.step import Gan, TrainState, create
 
 KEEP = 3  # newest checkpoints kept; older step folders are deleted
 STATE_FILE = "state.pt"
@@ -113,28 +116,29 @@ def import_weights(tensors: dict[str, np.ndarray], G: nn.Module, D: nn.Module) -
 
 
 # ----------------------------------------------------------------------------- checkpoints
-def save(root: str, gan, step: int, rng: torch.Generator) -> str:
-    """Write the checkpoint of `step` under `root`; keep the newest KEEP; return its folder."""
+def save(root: str, gan: Gan, state: TrainState) -> str:
+    """Write the checkpoint of `state.step` under `root`; keep the newest KEEP; return its folder."""
+    step = state.step
     folder = os.path.join(root, str(step))
     tmp = os.path.join(root, f".{step}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(tmp)
-    state = {
+    stored = {
         "format": FORMAT,
         "config": gan.config.to_json(),
         "step": torch.tensor(step, dtype=torch.int64),
-        "rng": rng.get_state(),  # (5056,) uint8: the noise generator's Mersenne Twister state
-        "generator": gan.generator.state_dict(),
-        "discriminator": gan.discriminator.state_dict(),
-        "g_opt": gan.g_opt.state_dict(),
-        "d_opt": gan.d_opt.state_dict(),
+        "rng": state.rng.get_state(),  # (5056,) uint8: the noise generator's Mersenne Twister state
+        "generator": state.generator.state_dict(),
+        "discriminator": state.discriminator.state_dict(),
+        "g_opt": state.g_opt.state_dict(),
+        "d_opt": state.d_opt.state_dict(),
     }
-    if gan.g_ema is not None:
-        state["generator_ema"] = gan.g_ema.state_dict()
-    torch.save(state, os.path.join(tmp, STATE_FILE + ".tmp"))
+    if state.g_ema is not None:
+        stored["generator_ema"] = state.g_ema.state_dict()
+    torch.save(stored, os.path.join(tmp, STATE_FILE + ".tmp"))
     os.replace(os.path.join(tmp, STATE_FILE + ".tmp"), os.path.join(tmp, STATE_FILE))
-    save_weights(os.path.join(tmp, WEIGHTS_FILE), export_weights(gan.generator, gan.discriminator, G_ema=gan.g_ema),
-                 gan.config)
+    save_weights(os.path.join(tmp, WEIGHTS_FILE),
+                 export_weights(state.generator, state.discriminator, G_ema=state.g_ema), gan.config)
     if os.path.isdir(folder):  # the same step saved again (a resumed run that stopped at once)
         shutil.rmtree(folder)
     os.replace(tmp, folder)
@@ -143,8 +147,9 @@ def save(root: str, gan, step: int, rng: torch.Generator) -> str:
     return folder
 
 
-def restore_latest(root: str, gan, rng: torch.Generator) -> int:
-    """Load the newest checkpoint under `root` into `gan` and `rng` in place; return its step."""
+def restore_latest(root: str, gan: Gan, state: TrainState) -> TrainState:
+    """Load the newest checkpoint under `root` into `state` in place (nets, optimisers, EMA, step and the
+    noise generator's state) and return it; `gan` as in `save`."""
     if not os.path.isdir(root):
         raise UserError(f"no checkpoints folder at {root}; --resume needs a run started with this --out-dir")
     folder = latest_step_dir(root)
@@ -157,36 +162,37 @@ def restore_latest(root: str, gan, rng: torch.Generator) -> int:
                         f"one before, or start afresh")
     fix = "delete that step folder to resume from the one before, or start afresh"
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        stored = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # pickle and zip errors of many types for damaged files
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
         raise UserError(f"checkpoint {path} is unreadable or corrupt ({type(e).__name__}: {first}); {fix}")
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
+    if not isinstance(stored, dict) or stored.get("format") != FORMAT:
         raise UserError(f"checkpoint {path} is not a gan_torch checkpoint (no {FORMAT} marker); {fix}")
     try:
-        gan.generator.load_state_dict(state["generator"])
-        gan.discriminator.load_state_dict(state["discriminator"])
-        gan.g_opt.load_state_dict(state["g_opt"])
-        gan.d_opt.load_state_dict(state["d_opt"])
-        if gan.g_ema is not None:
-            gan.g_ema.load_state_dict(state["generator_ema"])
-        rng.set_state(state["rng"])
-        step = int(state["step"])
+        state.generator.load_state_dict(stored["generator"])
+        state.discriminator.load_state_dict(stored["discriminator"])
+        state.g_opt.load_state_dict(stored["g_opt"])
+        state.d_opt.load_state_dict(stored["d_opt"])
+        if state.g_ema is not None:
+            state.g_ema.load_state_dict(stored["generator_ema"])
+        state.rng.set_state(stored["rng"])
+        state.step = int(stored["step"])
     except (KeyError, RuntimeError, ValueError, TypeError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
         raise UserError(f"checkpoint {path} does not fit this run's models ({type(e).__name__}: {first}); {fix}")
-    return step
+    return state
 
 
-def load_models(path: str) -> tuple[Config, nn.Module, nn.Module]:
-    """The config and (G, D), in eval mode, stored in the neutral file that `path` leads to;
-    G holds G's EMA when the run kept one (what sampling and evaluation use), with G's own
-    BatchNorm running statistics (the EMA averages parameters only)."""
-    from gan_torch.models import build_discriminator, build_generator
-
+def load_state(path: str, ema: bool = True) -> tuple[Gan, TrainState]:
+    """(gan, state) for sampling and evaluation: a fresh `create(config)` holding the nets (parameters, BatchNorm
+    running statistics, spectral norm's u, v) of the neutral file that `path` leads to (a run folder, a step
+    folder or the file), both in eval mode; its optimisers and noise generator are fresh, its step 0.
+    Its generator is G's EMA when the run kept one (what sampling and evaluation use; ema=False: G's own),
+    with G's own running statistics; its g_ema is None (gan_jax.checkpoint.load_state alike)."""
     tensors, config = load_weights(resolve_weights_file(path))
-    tensors = sampling_tensors(tensors)
-    with torch.random.fork_rng(devices=[]):  # the initial draw is overwritten; leave the global RNG as it was
-        G, D = build_generator(config).eval(), build_discriminator(config).eval()  # eval: running statistics
-    import_weights(tensors, G, D)
-    return config, G, D
+    gan, state = create(config)  # its initial draw is overwritten; the global RNG is left as it was
+    import_weights(sampling_tensors(tensors, ema), state.generator, state.discriminator)
+    state.generator.eval()  # eval: BatchNorm uses the running statistics, spectral norm leaves u, v alone
+    state.discriminator.eval()
+    state.g_ema = None
+    return gan, state

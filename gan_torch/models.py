@@ -4,7 +4,7 @@ Layers are attributes with the same names as in gan_jax.models (fc1, fc2, ...; f
 deconv1, ...), so the neutral weight file maps one to one. The MLP's nn.Linear keeps its
 default initialisation, U(-1/sqrt(fan_in), 1/sqrt(fan_in)), which gan_jax copies; the
 DCGAN's is the paper's, N(0, 0.02) kernels and N(1, 0.02) BatchNorm scales, in both backends.
-Images are NHWC (B, 28, 28, 1) in and out, like gan_jax, so callers need no transposes; the
+Images are NHWC (B, H, W, C) in and out, like gan_jax, so callers need no transposes; the
 DCGAN converts to torch's NCHW inside. Train vs eval mode is torch's own: .train() (the
 default, what a training step uses) normalises with batch statistics and updates the running
 ones; .eval() (sampling, evaluation) uses the running ones. With --conditional, each G has
@@ -26,9 +26,6 @@ from torch.nn.utils import parametrizations
 
 from gan_common.config import LABEL_EMBED_DIM, NUM_CLASSES, Config
 
-IMAGE_SHAPE = (28, 28, 1)  # the MLP's default; nets are built for config.image_shape
-IMAGE_SIZE = 28 * 28
-
 
 def _label_embed(config: Config) -> nn.Embedding | None:
     """--conditional: the (NUM_CLASSES, LABEL_EMBED_DIM) table; else None."""
@@ -41,7 +38,8 @@ def _with_label(h: torch.Tensor, label_embed: nn.Embedding | None, labels: torch
 
 
 class Generator(nn.Module):
-    """z (B, latent_dim) ~ N(0, I) [and labels (B,) int, --conditional] -> images (B, 28, 28, 1) in [-1, 1]."""
+    """z (B, latent_dim) ~ N(0, I) [and labels (B,) int, --conditional] -> images (B, H, W, C) in [-1, 1]
+    (config.image_shape); hidden widths config.g_hidden_sizes."""
 
     def __init__(self, config: Config):
         super().__init__()
@@ -56,13 +54,13 @@ class Generator(nn.Module):
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         h = _with_label(z, self.label_embed, labels)  # (B, latent_dim [+ 10])
         for i in range(1, self.num_layers):
-            h = F.relu(getattr(self, f"fc{i}")(h))  # (B, 256) then (B, 512)
-        h = torch.tanh(getattr(self, f"fc{self.num_layers}")(h))  # (B, 784) in [-1, 1]
-        return h.reshape(-1, *self.image_shape)
+            h = F.relu(getattr(self, f"fc{i}")(h))  # (B, g_hidden_sizes[i - 1]): (B, 256) then (B, 512) by default
+        h = torch.tanh(getattr(self, f"fc{self.num_layers}")(h))  # (B, H*W*C) in [-1, 1]
+        return h.reshape(-1, *self.image_shape)  # (B, H, W, C)
 
 
 class Discriminator(nn.Module):
-    """images (B, 28, 28, 1) [and labels (B,) int, --conditional] -> logits (B,): no sigmoid inside,
+    """images (B, H, W, C) [and labels (B,) int, --conditional] -> logits (B,): no sigmoid inside,
     the losses use log-sigmoid."""
 
     def __init__(self, config: Config):
@@ -76,9 +74,10 @@ class Discriminator(nn.Module):
             setattr(self, f"fc{i + 1}", nn.Linear(widths[i], widths[i + 1]))
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        h = _with_label(x.reshape(x.shape[0], -1), self.label_embed, labels)  # (B, 784 [+ 10])
+        h = _with_label(x.reshape(x.shape[0], -1), self.label_embed, labels)  # (B, H*W*C [+ 10])
         for i in range(1, self.num_layers):
-            h = F.leaky_relu(getattr(self, f"fc{i}")(h), self.leaky_slope)  # (B, 512) then (B, 256)
+            # (B, d_hidden_sizes[i - 1]): (B, 512) then (B, 256) by default
+            h = F.leaky_relu(getattr(self, f"fc{i}")(h), self.leaky_slope)
         return getattr(self, f"fc{self.num_layers}")(h)[:, 0]  # (B,) logits
 
 
@@ -126,11 +125,11 @@ class DcganGenerator(nn.Module):
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         h = _with_label(z, self.label_embed, labels)  # (B, latent_dim [+ 10])
         # fc's outputs are indexed (h, w, c), NHWC's order (the neutral layout): reshape, then to NCHW.
-        h = self.fc(h).reshape(-1, *self.start).permute(0, 3, 1, 2)  # (B, 2c, 7, 7)
+        h = self.fc(h).reshape(-1, *self.start).permute(0, 3, 1, 2)  # (B, 2c, H/4, W/4)
         h = F.relu(self.bn0(h))
-        h = F.relu(self.bn1(self.deconv1(h)))  # (B, c, 14, 14)
-        h = torch.tanh(self.deconv2(h))  # (B, C, 28, 28) in [-1, 1]
-        return h.permute(0, 2, 3, 1)  # (B, 28, 28, C)
+        h = F.relu(self.bn1(self.deconv1(h)))  # (B, c, H/2, W/2)
+        h = torch.tanh(self.deconv2(h))  # (B, C, H, W) in [-1, 1]
+        return h.permute(0, 2, 3, 1)  # (B, H, W, C)
 
 
 class DcganDiscriminator(nn.Module):
@@ -158,8 +157,8 @@ class DcganDiscriminator(nn.Module):
                     _spectral_norm(layer)
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        h = F.leaky_relu(self.conv1(x.permute(0, 3, 1, 2)), self.leaky_slope)  # (B, c, 14, 14)
-        h = self.conv2(h)  # (B, 2c, 7, 7)
+        h = F.leaky_relu(self.conv1(x.permute(0, 3, 1, 2)), self.leaky_slope)  # (B, c, H/2, W/2)
+        h = self.conv2(h)  # (B, 2c, H/4, W/4)
         if self.bn2 is not None:
             h = self.bn2(h)
         # Flattened in (h, w, c) order, as gan_jax's NHWC, so fc's kernel is the same matrix in both.
@@ -171,8 +170,10 @@ class DcganDiscriminator(nn.Module):
 
 
 def build_generator(config: Config) -> nn.Module:
+    """G for `config` (--arch), in train mode, drawn from torch's global RNG (gan_torch.step.create seeds it)."""
     return DcganGenerator(config) if config.arch == "dcgan" else Generator(config)
 
 
 def build_discriminator(config: Config) -> nn.Module:
+    """D for `config` (--arch, --d-norm, --conditional), in train mode, from torch's global RNG."""
     return DcganDiscriminator(config) if config.arch == "dcgan" else Discriminator(config)

@@ -8,41 +8,16 @@
 from __future__ import annotations
 
 import sys
-from typing import Callable, Sequence
+from typing import Sequence
 
-import numpy as np
-import torch
-
-from gan_common.config import Config
+from gan_common.cli import sample_main
 from gan_common.errors import cli_entry
-from gan_common.sampling import parse_sample_args, write_samples
-
-
-def load_generator(path: str) -> tuple[Callable[[np.ndarray], np.ndarray], Config]:
-    """`generate(z (N, latent_dim) float32, labels (N,) int or None) -> (N, 28, 28, 1) float32 in [-1, 1]`,
-    and the run config; labels are the classes of a --conditional model (None otherwise)."""
-    from gan_torch.checkpoint import load_models
-    from gan_torch.train import autocast
-
-    config, G, _ = load_models(path)
-
-    @torch.no_grad()
-    def generate(z: np.ndarray, labels: np.ndarray | None = None, batch: int = 4096) -> np.ndarray:
-        z = torch.from_numpy(np.asarray(z, np.float32))
-        y = None if labels is None else torch.from_numpy(np.asarray(labels, np.int64))
-        rows = [slice(i, i + batch) for i in range(0, len(z), batch)]
-        with autocast(config):  # a bf16 run samples as it trained
-            return np.concatenate([G(z[r], None if y is None else y[r]).float().numpy() for r in rows])
-
-    return generate, config
+from gan_torch.backend import load_generator
 
 
 @cli_entry
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_sample_args(argv, "python -m gan_torch.sample")
-    generate, config = load_generator(args.checkpoint)
-    write_samples(generate, config, args)
-    return 0
+    return sample_main(argv, "python -m gan_torch.sample", load_generator)
 
 
 if __name__ == "__main__":

@@ -91,13 +91,13 @@ class JaxAdapter:
     def __init__(self, config: Config, dtype=np.float32):
         """Fresh models of `config`; dtype float64 needs `with float64():` around all use (JAX's x64 mode)."""
         import jax
-        from gan_jax import train
+        from gan_jax import step
 
-        self.train = train
+        self.train = step
         self.config = config
         self.dtype = dtype
-        self.gan, self.state = train.create(config)
-        self._step = jax.jit(functools.partial(train.train_step, self.gan))
+        self.gan, self.state = step.create(config)
+        self._step = jax.jit(functools.partial(step.train_step, self.gan))
         self._scan = jax.jit(lambda state, xs, z_ds, z_gs, epss, labelss: jax.lax.scan(
             lambda s, inputs: self._step(s, *inputs), state, (xs, z_ds, z_gs, epss, labelss)))
 
@@ -127,10 +127,10 @@ class JaxAdapter:
         return np.asarray(_jit(self.gan.discriminate)(self.state.d_params, self.state.d_stats, x, labels))
 
     def step_with_grads(self, x, z_d, z_g, eps=None, labels=None) -> tuple[np.ndarray, Tensors, Tensors]:
-        """gan_jax.train.train_step on these inputs: its metrics, and the gradients of D's and G's objectives.
+        """gan_jax.step.train_step on these inputs: its metrics, and the gradients of D's and G's objectives.
 
         train_step does not return its gradients, so they are recomputed here by jax.grad of the
-        same objectives (gan_jax.train.d_objective, then g_objective through the updated D), and the
+        same objectives (gan_jax.step.d_objective, then g_objective through the updated D), and the
         recomputed losses are checked against the ones train_step itself reports. n_critic 1 only.
         """
         import jax
@@ -159,29 +159,30 @@ class JaxAdapter:
         recomputed, d_grads, g_grads = objectives_and_grads(self.state, x, z_d, z_g, eps, labels)
         metrics = self.step(x, z_d, z_g, eps, labels)
         np.testing.assert_allclose(np.asarray(recomputed), metrics[:2], rtol=1e-6,
-                                   err_msg="harness objectives drifted from gan_jax.train.train_step")
+                                   err_msg="harness objectives drifted from gan_jax.step.train_step")
         grads = export_weights(g_grads, d_grads)
         return metrics, _net(grads, "discriminator"), _net(grads, "generator")
 
     def penalty_with_grads(self, kind: str, x, fake, eps=None) -> tuple[float, Tensors]:
-        """gan_jax.train.gradient_penalty ("gp", weight gp_weight) or r1_penalty ("r1", weight r1_weight) on
+        """gan_jax.step.gradient_penalty ("gp", weight gp_weight) or r1_penalty ("r1", weight r1_weight) on
         the current D: its value and its gradient w.r.t. D's parameters (a double backpropagation)."""
         import jax
+        from gan_jax import losses
         from gan_jax.checkpoint import export_weights
 
-        gan, train, config = self.gan, self.train, self.config
+        gan, step, config = self.gan, self.train, self.config
 
         def penalty(d_params):  # D called as the step calls it (with spectral norm, one power iteration first)
-            discriminate, _ = train.penalty_discriminator(gan, d_params, self.state.d_stats)
+            discriminate, _ = step.penalty_discriminator(gan, d_params, self.state.d_stats)
             if kind == "gp":
-                return train.gradient_penalty(discriminate, x, fake, eps, config.gp_weight)
-            return train.r1_penalty(discriminate, x, config.r1_weight)
+                return losses.gradient_penalty(discriminate, x, fake, eps, config.gp_weight)
+            return losses.r1_penalty(discriminate, x, config.r1_weight)
 
         value, d_grads = jax.jit(jax.value_and_grad(penalty))(self.state.d_params)
         return float(value), _net(export_weights(self.state.g_params, d_grads), "discriminator")
 
     def step(self, x, z_d, z_g, eps=None, labels=None) -> np.ndarray:
-        """One real gan_jax.train.train_step; returns metrics (4,)."""
+        """One real gan_jax.step.train_step; returns metrics (4,)."""
         self.state, metrics = self._step(self.state, x, z_d, z_g, eps, labels)
         return np.asarray(metrics)
 
@@ -192,10 +193,10 @@ class JaxAdapter:
 
     @staticmethod
     def adam_run(config: Config, params: Tensors, grads: Callable[[int], Tensors], num_steps: int) -> Tensors:
-        """gan_jax.train.adam(config) fed grads(0), grads(1), ... from `params`."""
+        """gan_jax.step.adam(config) fed grads(0), grads(1), ... from `params`."""
         import jax
         import optax
-        from gan_jax.train import adam
+        from gan_jax.step import adam
 
         tx = adam(config)
 
@@ -212,7 +213,7 @@ class JaxAdapter:
 
     @staticmethod
     def backend(config: Config, data_u8: np.ndarray, labels: np.ndarray | None = None):
-        from gan_jax.train import JaxBackend
+        from gan_jax.backend import JaxBackend
 
         return JaxBackend(config, data_u8, labels=labels)
 
@@ -230,31 +231,30 @@ class JaxAdapter:
         ordered jax.debug.callback; the maths of the step is untouched.
         """
         import jax
-        from gan_jax import train
+        from gan_jax.backend import JaxBackend
+        from gan_jax.step import train_step
 
         seen = []
-        real_step = train.train_step
 
         def recording_step(gan, state, x, z_d, z_g, eps=None, labels=None):
             fed = [a for a in (x, z_d, z_g, eps, *(labels or ())) if a is not None]
             jax.debug.callback(lambda *a: seen.append([np.asarray(v) for v in a]), *fed, ordered=True)
-            return real_step(gan, state, x, z_d, z_g, eps, labels)
+            return train_step(gan, state, x, z_d, z_g, eps, labels)
 
-        with _patched(train, "train_step", recording_step):  # looked up when the scan is traced
-            backend = train.JaxBackend(config, data_u8, labels=labels)
-            backend.fetch(backend.run(num_steps))
-            jax.effects_barrier()
+        backend = JaxBackend(config, data_u8, labels=labels, step_fn=recording_step)
+        backend.fetch(backend.run(num_steps))
+        jax.effects_barrier()
         return tuple(np.stack(a) for a in zip(*seen))
 
     @staticmethod
     def train_and_evaluate(config: Config, workdir: str) -> dict:
-        from gan_jax.train import train_and_evaluate
+        from gan_jax.backend import train_and_evaluate
 
         return train_and_evaluate(config, workdir)
 
     @staticmethod
     def load_generator(path: str):
-        from gan_jax.sample import load_generator
+        from gan_jax.backend import load_generator
 
         return load_generator(path)
 
@@ -282,79 +282,84 @@ class TorchAdapter:
     name = "torch"
 
     def __init__(self, config: Config, dtype=np.float32):
-        from gan_torch import train
+        from gan_torch import step
 
-        self.train = train
+        self.train = step
         self.config = config
         self.dtype = dtype
-        self.gan = self._create()
+        self.gan, self.state = self._create()
 
     def _create(self):
         import torch
 
-        gan = self.train.create(self.config)
-        for net in (gan.generator, gan.discriminator, gan.g_ema):  # in place: the optimisers keep the same parameters
+        gan, state = self.train.create(self.config)
+        for net in (state.generator, state.discriminator, state.g_ema):  # in place: the optimisers keep the same parameters
             if net is not None:
                 net.to({np.float32: torch.float32, np.float64: torch.float64}[self.dtype])
-        return gan
+        return gan, state
 
     def load(self, tensors: Tensors) -> None:
         """Take these weights, with fresh (empty) Adam states and, with --ema-decay, an EMA starting at G."""
         from gan_torch.checkpoint import import_weights
 
-        self.gan = self._create()
-        import_weights(tensors, self.gan.generator, self.gan.discriminator)
-        self.gan.g_ema = self.train.init_ema(self.config, self.gan.generator)
+        self.gan, self.state = self._create()
+        import_weights(tensors, self.state.generator, self.state.discriminator)
+        self.state.g_ema = self.train.init_ema(self.config, self.state.generator)
 
     def export(self) -> Tensors:
         from gan_torch.checkpoint import export_weights
 
-        return export_weights(self.gan.generator, self.gan.discriminator, G_ema=self.gan.g_ema)
+        return export_weights(self.state.generator, self.state.discriminator, G_ema=self.state.g_ema)
 
     def generate(self, z: np.ndarray, labels=None) -> np.ndarray:
         """Eval mode (running statistics), as sampling."""
         import torch
 
-        with torch.no_grad(), self.train.autocast(self.config), _eval_mode(self.gan.generator):  # the step's precision
-            return self.gan.generator(torch.from_numpy(z), _torch_or_none(labels)).float().numpy()
+        G = self.state.generator
+        with torch.no_grad(), self.train.autocast(self.config), _eval_mode(G):  # the step's precision
+            return G(torch.from_numpy(z), _torch_or_none(labels)).float().numpy()
 
     def discriminate(self, x: np.ndarray, labels=None) -> np.ndarray:
         import torch
 
-        with torch.no_grad(), self.train.autocast(self.config), _eval_mode(self.gan.discriminator):
-            return self.gan.discriminator(torch.from_numpy(x), _torch_or_none(labels)).float().numpy()
+        D = self.state.discriminator
+        with torch.no_grad(), self.train.autocast(self.config), _eval_mode(D):
+            return D(torch.from_numpy(x), _torch_or_none(labels)).float().numpy()
 
     def step_with_grads(self, x, z_d, z_g, eps=None, labels=None) -> tuple[np.ndarray, Tensors, Tensors]:
-        """gan_torch.train.train_step on these inputs: its metrics, and the .grad it leaves on each net."""
+        """gan_torch.step.train_step on these inputs: its metrics, and the .grad it leaves on each net."""
         from gan_torch.checkpoint import export_weights
 
         assert self.config.n_critic == 1, "step_with_grads compares one D update"
         metrics = self.step(x, z_d, z_g, eps, labels)
-        grads = export_weights(self.gan.generator, self.gan.discriminator, grads=True)
+        grads = export_weights(self.state.generator, self.state.discriminator, grads=True)
         return metrics, _net(grads, "discriminator"), _net(grads, "generator")
 
     def penalty_with_grads(self, kind: str, x, fake, eps=None) -> tuple[float, Tensors]:
-        """gan_torch.train.gradient_penalty ("gp") or r1_penalty ("r1") on the current D: value, D's .grad."""
+        """gan_torch.losses.gradient_penalty ("gp") or r1_penalty ("r1") on the current D: value, D's .grad."""
         import torch
+        from gan_torch import losses
         from gan_torch.checkpoint import export_weights
 
-        D, train, config = self.gan.discriminator, self.train, self.config
+        G, D, config = self.state.generator, self.state.discriminator, self.config
         x, fake = torch.from_numpy(x), torch.from_numpy(fake)
         D.zero_grad()
         if kind == "gp":
-            value = train.gradient_penalty(D, x, fake, torch.from_numpy(eps), config.gp_weight)
+            value = losses.gradient_penalty(D, x, fake, torch.from_numpy(eps), config.gp_weight)
         else:
-            value = train.r1_penalty(D, x, config.r1_weight)
+            value = losses.r1_penalty(D, x, config.r1_weight)
         value.backward()
-        for param in (*self.gan.generator.parameters(), *D.parameters()):
+        for param in (*G.parameters(), *D.parameters()):
             if param.grad is None:  # what the penalty does not reach (D's output bias) has gradient 0, as in JAX
                 param.grad = torch.zeros_like(param)
-        return value.item(), _net(export_weights(self.gan.generator, D, grads=True), "discriminator")
+        return value.item(), _net(export_weights(G, D, grads=True), "discriminator")
 
     def step(self, x, z_d, z_g, eps=None, labels=None) -> np.ndarray:
+        """One real gan_torch.step.train_step (it updates self.state in place); returns metrics (4,)."""
         tensors = [_torch_or_none(a) for a in (x, z_d, z_g, eps)]
         labels = None if labels is None else tuple(_torch_or_none(y) for y in labels)
-        return self.train.train_step(self.gan, *tensors, labels).numpy()
+        self.state, metrics = self.train.train_step(self.gan, self.state, *tensors, labels)
+        return metrics.numpy()
 
     def steps(self, xs, z_ds, z_gs, epss=None, labelss=None) -> np.ndarray:
         epss = [None] * len(xs) if epss is None else epss
@@ -363,9 +368,9 @@ class TorchAdapter:
 
     @staticmethod
     def adam_run(config: Config, params: Tensors, grads: Callable[[int], Tensors], num_steps: int) -> Tensors:
-        """gan_torch.train.adam(...) fed grads(0), grads(1), ... from `params`."""
+        """gan_torch.step.adam(...) fed grads(0), grads(1), ... from `params`."""
         import torch
-        from gan_torch.train import adam
+        from gan_torch.step import adam
 
         tensors = {k: torch.nn.Parameter(torch.tensor(v)) for k, v in params.items()}
         opt = adam(list(tensors.values()), config)
@@ -378,9 +383,9 @@ class TorchAdapter:
 
     @staticmethod
     def backend(config: Config, data_u8: np.ndarray, labels: np.ndarray | None = None):
-        from gan_torch.train import TorchBackend
+        from gan_torch.backend import TorchBackend
 
-        return TorchBackend(config, data_u8, labels)
+        return TorchBackend(config, data_u8, labels=labels)
 
     @staticmethod
     def backend_generate(backend, z: np.ndarray) -> np.ndarray:
@@ -391,29 +396,28 @@ class TorchAdapter:
                         labels: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
         """What TorchBackend feeds train_step over its first steps: xs, z_ds, z_gs (and eps for wgan_gp;
         y_real, y_d, y_g for --conditional, given the data's `labels`), each (T, ...)."""
-        from gan_torch import train
+        from gan_torch.backend import TorchBackend
+        from gan_torch.step import train_step
 
         seen = []
-        real_step = train.train_step
 
-        def recording_step(gan, x, z_d, z_g, eps=None, labels=None):
+        def recording_step(gan, state, x, z_d, z_g, eps=None, labels=None):
             seen.append([a.numpy().copy() for a in (x, z_d, z_g, eps, *(labels or ())) if a is not None])
-            return real_step(gan, x, z_d, z_g, eps, labels)
+            return train_step(gan, state, x, z_d, z_g, eps, labels)
 
-        with _patched(train, "train_step", recording_step):
-            backend = train.TorchBackend(config, data_u8, labels)
-            backend.fetch(backend.run(num_steps))
+        backend = TorchBackend(config, data_u8, labels=labels, step_fn=recording_step)
+        backend.fetch(backend.run(num_steps))
         return tuple(np.stack(a) for a in zip(*seen))
 
     @staticmethod
     def train_and_evaluate(config: Config, workdir: str) -> dict:
-        from gan_torch.train import train_and_evaluate
+        from gan_torch.backend import train_and_evaluate
 
         return train_and_evaluate(config, workdir)
 
     @staticmethod
     def load_generator(path: str):
-        from gan_torch.sample import load_generator
+        from gan_torch.backend import load_generator
 
         return load_generator(path)
 

@@ -51,11 +51,11 @@ def test_features_and_probs_agree(dataset):
 
 
 def test_fid_and_coverage_agree():
-    from gan_jax.evaluate import fid_and_coverage as jax_fid
-    from gan_torch.evaluate import fid_and_coverage as torch_fid
+    from gan_jax.backend import evaluator as jax_evaluator
+    from gan_torch.backend import evaluator as torch_evaluator
 
     fixed = load_dataset("mnist", "train").images[:2000].astype(np.float32) / 127.5 - 1.0  # (2000, 28, 28, 1)
-    j, t = jax_fid(fixed), torch_fid(fixed)
+    j, t = jax_evaluator("mnist").fid_and_coverage(fixed), torch_evaluator("mnist").fid_and_coverage(fixed)
     # FID ~6 here: feature differences of ~1e-6 relative move means and covariances by as much,
     # and the maths after them is float64 (measured 1e-8 relative); 1e-4 leaves room for other BLAS.
     assert t["fid_mnist"] == pytest.approx(j["fid_mnist"], rel=1e-4)

@@ -4,7 +4,7 @@ test_step_parity and test_trajectory's float32 run already take harness.SPECS' d
 dcgan_spectral (forward in eval mode, one step's losses, gradients and Adam update, 20 float32
 steps). Here:
   - torch.nn.BatchNorm2d's running-statistics update (momentum 0.1, unbiased running variance,
-    biased variance normalising) against gan_jax.models.BatchNorm and a NumPy formula;
+    biased variance normalising) against gan_jax.layers.BatchNorm and a NumPy formula;
   - a 32x32x3 dataset's nets (G starts at 8x8), both modes, weights across the bridge;
   - 100-step float64 trajectories, --d-norm batch (D called on real and fake apart), none and
     spectral (one call on [real; fake]), spectral with WGAN-GP (a second D call per update), with
@@ -42,7 +42,7 @@ def _numpy_batch_norm(batches, momentum=0.1, eps=1e-5):
 def test_batch_norm_running_statistics_follow_torch():
     import jax.numpy as jnp
     from flax import nnx
-    from gan_jax.models import BatchNorm
+    from gan_jax.layers import BatchNorm
 
     rng = np.random.default_rng(0)
     # Off-centre batches (mean 3, std 2) so a wrong momentum or variance estimator shows: with
@@ -102,7 +102,7 @@ def test_32x32_colour_images_forward_in_both_modes(image_32x32x3):
 
 
 # D's normalisations, and spectral norm with a penalty: a penalty's D call is one more train-mode call, so
-# one more power iteration per D update (gan_jax.train.penalty_discriminator).
+# one more power iteration per D update (gan_jax.step.penalty_discriminator).
 FLOAT64_CONFIGS = {
     "batch": DCGAN,
     "none": dataclasses.replace(DCGAN, d_norm="none"),
@@ -211,7 +211,7 @@ def test_spectral_norm_eval_mode_leaves_u_and_v_and_divides_by_their_sigma():
     """Eval mode (sampling, the harness' forward tests): no power iteration in either backend; the kernel is
     divided by u^T W v of the stored u, v."""
     import jax.numpy as jnp
-    from gan_jax.models import conv
+    from gan_jax.layers import conv
 
     jax_layer, torch_layer, matrix = _spectral_layers()
     x = np.random.default_rng(1).uniform(-1, 1, (2, 8, 8, 8)).astype(np.float32)
@@ -233,7 +233,7 @@ def test_spectral_norm_eval_mode_leaves_u_and_v_and_divides_by_their_sigma():
 # ----------------------------------------------------------------------------- the hand-written kernel gradients
 @pytest.mark.parametrize("layer", ["conv", "deconv"])
 def test_hand_written_kernel_gradients_equal_autodiff_to_second_order(layer):
-    """gan_jax.models.conv / deconv's custom VJPs against lax's own autodiff, in float64.
+    """gan_jax.layers.conv / deconv's custom VJPs against lax's own autodiff, in float64.
 
     First order: both cotangents. Second order: a WGAN-GP-like penalty, the squared norm of the
     input gradient, differentiated w.r.t. the kernel (double backprop through the custom rule).
@@ -242,14 +242,14 @@ def test_hand_written_kernel_gradients_equal_autodiff_to_second_order(layer):
     """
     import jax
     import jax.numpy as jnp
-    from gan_jax import models
+    from gan_jax import layers
 
     with jax.enable_x64(True):
         rng = np.random.default_rng(0)
         if layer == "conv":  # (B, 2H, 2W, I) -> (B, H, W, O), kernel (4, 4, I, O)
-            custom, x_shape, k_shape, y_shape = models.conv, (3, 8, 8, 5), (4, 4, 5, 6), (3, 4, 4, 6)
+            custom, x_shape, k_shape, y_shape = layers.conv, (3, 8, 8, 5), (4, 4, 5, 6), (3, 4, 4, 6)
         else:  # (B, H, W, I) -> (B, 2H, 2W, O), kernel (4, 4, O, I)
-            custom, x_shape, k_shape, y_shape = models.deconv, (3, 4, 4, 6), (4, 4, 5, 6), (3, 8, 8, 5)
+            custom, x_shape, k_shape, y_shape = layers.deconv, (3, 4, 4, 6), (4, 4, 5, 6), (3, 8, 8, 5)
         x, k, w = (jnp.asarray(rng.standard_normal(s)) for s in (x_shape, k_shape, y_shape))
         reference = custom.fun  # the primal alone: lax's rules all the way down
 

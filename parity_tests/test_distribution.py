@@ -34,9 +34,13 @@ def _statistics(images: np.ndarray, adapter_name: str) -> dict[str, np.ndarray]:
     # Sample quality by each backend's own classifier port (they agree to ~1e-8 in FID:
     # test_classifier_parity.py), so the torch worker never imports JAX.
     if adapter_name == "torch":
-        from gan_torch.evaluate import EVALUATOR
+        from gan_torch.backend import evaluator
+
+        EVALUATOR = evaluator("mnist")
     else:
-        from gan_jax.evaluate import EVALUATOR
+        from gan_jax.backend import evaluator
+
+        EVALUATOR = evaluator("mnist")
     quality = EVALUATOR.fid_and_coverage(images)
     _, probs = EVALUATOR.features_and_probs(images)
     pixels = images.reshape(len(images), -1).astype(np.float64)  # (N, 784) in [-1, 1]

@@ -28,16 +28,16 @@ SPEC = {s.name: s.config for s in LOSS_SPECS}
 # ----------------------------------------------------------------------------- each backend against NumPy
 def _jax_fns():
     import jax.numpy as jnp
-    from gan_jax import train
+    from gan_jax import losses
 
-    return train, jnp.asarray, np.asarray
+    return losses, jnp.asarray, np.asarray
 
 
 def _torch_fns():
     import torch
-    from gan_torch import train
+    from gan_torch import losses
 
-    return train, lambda a: torch.tensor(np.asarray(a)), lambda t: t.detach().numpy()
+    return losses, lambda a: torch.tensor(np.asarray(a)), lambda t: t.detach().numpy()
 
 
 BACKENDS = {"jax": _jax_fns, "torch": _torch_fns}
@@ -103,7 +103,7 @@ def _penalty_and_grads(backend: str, critic: str, penalty: str):
     params = {"w": _W, "b": np.zeros(1, np.float32)} if critic == "linear" else {"a": _A}
     if backend == "jax":
         import jax
-        from gan_jax import train
+        from gan_jax import losses
 
         def fn(p):
             def discriminate(x):
@@ -111,13 +111,13 @@ def _penalty_and_grads(backend: str, critic: str, penalty: str):
                 return flat @ p["w"] + p["b"][0] if critic == "linear" else p["a"] * jax.numpy.sum(flat**2, 1) / 2
 
             if penalty == "gp":
-                return train.gradient_penalty(discriminate, _X, _FAKE, _EPS, LAMBDA)
-            return train.r1_penalty(discriminate, _X, GAMMA)
+                return losses.gradient_penalty(discriminate, _X, _FAKE, _EPS, LAMBDA)
+            return losses.r1_penalty(discriminate, _X, GAMMA)
 
         value, grads = jax.value_and_grad(fn)({k: jax.numpy.asarray(v) for k, v in params.items()})
         return float(value), {k: np.asarray(v) for k, v in grads.items()}
     import torch
-    from gan_torch import train
+    from gan_torch import losses
 
     p = {k: torch.tensor(np.asarray(v), requires_grad=True) for k, v in params.items()}
 
@@ -127,9 +127,9 @@ def _penalty_and_grads(backend: str, critic: str, penalty: str):
 
     x, fake = torch.from_numpy(_X), torch.from_numpy(_FAKE)
     if penalty == "gp":
-        value = train.gradient_penalty(discriminate, x, fake, torch.from_numpy(_EPS), LAMBDA)
+        value = losses.gradient_penalty(discriminate, x, fake, torch.from_numpy(_EPS), LAMBDA)
     else:
-        value = train.r1_penalty(discriminate, x, GAMMA)
+        value = losses.r1_penalty(discriminate, x, GAMMA)
     value.backward()
     # A parameter the penalty does not reach (the linear critic's b) keeps .grad None: gradient 0.
     return value.item(), {k: np.zeros(v.shape) if v.grad is None else v.grad.numpy() for k, v in p.items()}
@@ -154,7 +154,7 @@ def test_penalties_match_closed_forms(backend, critic, penalty):
 # ----------------------------------------------------------------------------- backend against backend
 _DCGAN = next(s.config for s in SPECS if s.config.arch == "dcgan")
 # The DCGAN's D too (without BatchNorm, which validate refuses with a penalty): its convolutions'
-# hand-written kernel gradients (gan_jax.models.conv) are differentiated a second time here; with
+# hand-written kernel gradients (gan_jax.layers.conv) are differentiated a second time here; with
 # spectral norm, through sigma = u^T W v as well, after the penalty's own power iteration.
 PENALTY_SPECS = {**SPEC, "dcgan_wgan_gp": dataclasses.replace(_DCGAN, d_norm="none", loss="wgan_gp"),
                  "dcgan_r1": dataclasses.replace(_DCGAN, d_norm="none", r1_weight=5.0),

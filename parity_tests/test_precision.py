@@ -1,6 +1,6 @@
 """--precision bf16: both backends compute the same bfloat16 step, and it is really bfloat16.
 
-JAX casts in its models (gan_jax.models.Linear, dtype bfloat16, float32 accumulation and
+JAX casts in its models (gan_jax.layers.Linear, dtype bfloat16, float32 accumulation and
 bias, one rounding); torch wraps the forward passes in torch.autocast. Parameters, Adam
 states and losses stay float32 in both. Identical weights and inputs, as in the float32
 parity tests; the tolerances are set by bfloat16's 8-bit significand (relative rounding
@@ -109,7 +109,7 @@ def test_bf16_keeps_float32_parameters_and_optimiser_state(bf16, weights, batch)
     th.step(xs[0], z_ds[0], z_gs[0])
     leaves = jax.tree_util.tree_leaves((jx.state.g_params, jx.state.d_params, jx.state.g_opt, jx.state.d_opt))
     assert {str(x.dtype) for x in leaves if x.dtype != np.int32} == {"float32"}
-    params = [*th.gan.generator.parameters(), *th.gan.discriminator.parameters()]
-    adam = [v for opt in (th.gan.g_opt, th.gan.d_opt) for s in opt.state.values() for v in s.values()
+    params = [*th.state.generator.parameters(), *th.state.discriminator.parameters()]
+    adam = [v for opt in (th.state.g_opt, th.state.d_opt) for s in opt.state.values() for v in s.values()
             if torch.is_tensor(v) and v.dim() > 0]
     assert {p.dtype for p in params + adam} == {torch.float32}

@@ -14,7 +14,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 GPU_SH = os.path.join(ROOT, "benchmarks", "gpu.sh")
 
-from benchmarks import flops, scaling, step_throughput  # noqa: E402
+from benchmarks import flops, scaling, step_throughput, sweep  # noqa: E402
 from gan_common.config import Config  # noqa: E402
 
 ROW_KEYS = {"backend", "variant", "batch_size", "steps_per_s", "images_per_s", "step_ms_median", "step_ms_p25",
@@ -48,8 +48,8 @@ def test_xla_dots_agree_with_the_analytic_count():
 
 
 def test_fused_k_is_capped_for_big_batches_and_never_duplicated():
-    assert step_throughput.fused_ks((1, 10, 100), 64, 16384) == [(1, 1), (10, 10), (100, 100)]
-    assert step_throughput.fused_ks((1, 10, 100), 4096, 16384) == [(1, 1), (4, 100)]
+    assert sweep.fused_ks((1, 10, 100), 64, 16384) == [(1, 1), (10, 10), (100, 100)]
+    assert sweep.fused_ks((1, 10, 100), 4096, 16384) == [(1, 1), (4, 100)]
 
 
 def test_quick_run_writes_rows_for_both_backends(tmp_path):

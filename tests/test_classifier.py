@@ -17,6 +17,7 @@ from gan_common.classifier_spec import CLASSIFIERS
 from gan_common.datasets import load_dataset
 from gan_common.errors import UserError
 from gan_jax import classifier, evaluate
+from gan_jax.backend import evaluator
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SPEC = CLASSIFIERS["mnist"]
@@ -47,7 +48,7 @@ def test_corrupted_or_missing_weights_are_refused(tmp_path):
 
 
 def test_accuracy_on_test_set(test_images):
-    ref = evaluate.reference_outputs("test")  # the shipped classifier on all 10k test images, cached
+    ref = evaluator("mnist").reference_outputs("test")  # the shipped classifier on all 10k test images, cached
     feats, probs = ref["feats"], ref["probs"]
     assert feats.shape == (10_000, 128) and feats.dtype == np.float32 and probs.shape == (10_000, 10)
     np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-5)  # float32 softmax over 10 classes
@@ -72,7 +73,7 @@ def test_evaluate_cli_on_real_images(tmp_path, test_images, capsys):
     assert results["num_samples"] == 500 and results["classes_covered"] == 10
     assert results["precision"] == 1.0  # each sample is also a reference point, inside its own ball
     assert "fid_mnist" in capsys.readouterr().out
-    cheap = evaluate.fid_and_coverage(images[:500])
+    cheap = evaluator("mnist").fid_and_coverage(images[:500])
     assert cheap == {"fid_mnist": pytest.approx(results["fid_mnist"], rel=1e-9), "classes_covered": 10}
 
 

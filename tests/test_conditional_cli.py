@@ -12,7 +12,7 @@ from safetensors.numpy import load_file
 
 from gan_common import metrics
 from gan_common.evaluation import CLASS_ACC_KEYS
-from gan_common.loop import read_metrics
+from gan_common.outputs import read_metrics
 
 BACKENDS = ("gan_jax", "gan_torch")
 # A small model and 4 steps: the wiring, not the quality.
@@ -80,7 +80,7 @@ def test_resume_equals_uninterrupted(runs, backend, tmp_path):
 
 
 def test_sample_label_draws_that_class_from_either_backends_checkpoint(runs, tmp_path):
-    from gan_jax.sample import load_generator
+    from gan_jax.backend import load_generator
     from gan_common.sampling import sample_noise
 
     for trained_by in BACKENDS:
@@ -144,12 +144,12 @@ def test_real_test_digits_grouped_by_their_labels_score_the_classifiers_accuracy
     """Real MNIST test digits, 'asked for' by their true labels: the shipped classifier's ~99% per class;
     with the labels shifted by one class, ~0."""
     from gan_common.datasets import load_dataset
-    from gan_jax.evaluate import EVALUATOR
+    from gan_jax.backend import evaluator
 
     test = load_dataset("mnist", "test")
     images, labels = test.images[:2000].astype(np.float32) / 127.5 - 1.0, test.labels[:2000]
-    right = EVALUATOR.fid_and_coverage(images, labels)
+    right = evaluator("mnist").fid_and_coverage(images, labels)
     assert all(right[f"class_acc_{k}"] >= 0.95 for k in range(10)), right
     assert right["class_acc_mean"] >= 0.98
-    wrong = EVALUATOR.fid_and_coverage(images, (labels + 1) % 10)
+    wrong = evaluator("mnist").fid_and_coverage(images, (labels + 1) % 10)
     assert wrong["class_acc_mean"] <= 0.02

@@ -6,7 +6,8 @@ import sys
 
 import pytest
 
-from gan_common.config import PRESETS, Config, build_parser, parse_args, resume_config
+from gan_common.cli import build_parser, parse_args
+from gan_common.config import PRESETS, Config, resume_config
 from gan_common.errors import UserError
 
 
@@ -114,7 +115,7 @@ def test_cli_help_explains_every_flag_and_bad_flag_exits_2_without_traceback():
 
 def test_gan_common_imports_neither_framework():
     code = (
-        "import sys, gan_common, gan_common.config, gan_common.datasets, gan_common.images, gan_common.loop, "
+        "import sys, gan_common, gan_common.config, gan_common.datasets, gan_common.outputs, gan_common.cli, gan_common.loop, "
         "gan_common.weights, gan_common.sampling\n"
         "import importlib.util\n"
         "if importlib.util.find_spec('gan_common.metrics'): import gan_common.metrics\n"

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from gan_common.config import parse_args
+from gan_common.cli import parse_args
 from gan_common.errors import UserError
 
 # Tiny nets, few steps: what is tested is the plumbing (BatchNorm statistics in the state, the
@@ -18,10 +18,10 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def _backends():
-    from gan_jax import sample as jax_sample, train as jax_train
-    from gan_torch import sample as torch_sample, train as torch_train
+    from gan_jax import backend as jax_backend, train as jax_train
+    from gan_torch import backend as torch_backend, train as torch_train
 
-    return {"jax": (jax_train.main, jax_sample.load_generator), "torch": (torch_train.main, torch_sample.load_generator)}
+    return {"jax": (jax_train.main, jax_backend.load_generator), "torch": (torch_train.main, torch_backend.load_generator)}
 
 
 @pytest.fixture(scope="module")
@@ -71,11 +71,11 @@ def test_either_backend_samples_either_checkpoint_in_eval_mode(runs, trained_by)
 def test_torch_backend_samples_in_eval_mode_and_stays_in_train_mode():
     import torch
     from gan_common.config import Config
-    from gan_torch.train import TorchBackend
+    from gan_torch.backend import TorchBackend
 
     backend = TorchBackend(Config(arch="dcgan", g_channels=4, d_channels=4, latent_dim=8, batch_size=8),
                            np.zeros((16, 28, 28, 1), np.uint8))
-    G = backend.gan.generator
+    G = backend.state.generator
     before = G.bn1.running_mean.clone()
     z = np.random.default_rng(0).standard_normal((4, 8), dtype=np.float32)
     np.testing.assert_allclose(backend.generate(z)[:1], backend.generate(z[:1]), atol=1e-6)  # no batch statistics

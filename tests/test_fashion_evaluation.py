@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from safetensors import safe_open
 
-from gan_common import datasets, evaluation
+from gan_common import cli, datasets, evaluation
 from gan_common.classifier_spec import CLASSIFIERS, file_sha256
 from gan_common.datasets import load_dataset
 
@@ -40,7 +40,7 @@ def _images(name: str, split: str, n: int) -> np.ndarray:
 
 @needs_fashion
 def test_fashion_classifier_accuracy_meets_its_threshold():
-    from gan_jax.evaluate import evaluator
+    from gan_jax.backend import evaluator
 
     ref = evaluator("fashion_mnist").reference_outputs("test")  # all 10k Fashion test images, cached
     accuracy = float((ref["probs"].argmax(1) == ref["labels"]).mean())
@@ -55,7 +55,7 @@ def test_fashion_classifier_accuracy_meets_its_threshold():
 
 @needs_fashion
 def test_real_fashion_images_score_as_real_and_each_dataset_uses_its_own_classifier():
-    from gan_jax.evaluate import evaluator
+    from gan_jax.backend import evaluator
 
     fashion, digits = _images("fashion_mnist", "train", 2000), _images("mnist", "train", 2000)
     real = evaluator("fashion_mnist").fid_and_coverage(fashion)
@@ -102,7 +102,7 @@ def test_fashion_run_logs_fid_fashion_mnist(fashion_runs, backend):
 @needs_fashion
 def test_evaluate_cli_scores_a_fashion_checkpoint_with_the_fashion_classifier(fashion_runs, tmp_path, capsys):
     from gan_torch import evaluate
-    from gan_torch.sample import load_generator
+    from gan_torch.backend import evaluator, load_generator
 
     run, out = fashion_runs["gan_jax"], str(tmp_path / "eval.json")  # torch's CLI on JAX's checkpoint
     assert evaluate.main(["--checkpoint", run, "--num", "100", "--json", out]) == 0
@@ -112,10 +112,10 @@ def test_evaluate_cli_scores_a_fashion_checkpoint_with_the_fashion_classifier(fa
     # the same features (rel 1e-9, as in tests/test_classifier.py); MNIST's classifier and test set
     # give another number altogether (measured 731 against 440 here).
     generate, config = load_generator(run)
-    images = evaluation.generate_images(generate, config.latent_dim, 100, seed=0)
-    fashion = evaluate.evaluator("fashion_mnist").fid_and_coverage(images)["fid_fashion_mnist"]
+    images = cli.generate_images(generate, config.latent_dim, 100, seed=0)
+    fashion = evaluator("fashion_mnist").fid_and_coverage(images)["fid_fashion_mnist"]
     assert result["fid_fashion_mnist"] == pytest.approx(fashion, rel=1e-9)
-    assert abs(evaluate.evaluator("mnist").fid_and_coverage(images)["fid_mnist"] - fashion) > 100
+    assert abs(evaluator("mnist").fid_and_coverage(images)["fid_mnist"] - fashion) > 100
     capsys.readouterr()
     assert evaluate.main(["--checkpoint", run, "--dataset", "mnist", "--num", "100"]) == 2
     assert "was trained on fashion_mnist" in capsys.readouterr().err

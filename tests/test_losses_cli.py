@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from gan_common.loop import read_metrics
+from gan_common.outputs import read_metrics
 
 LOSS_FLAGS = {
     "hinge": ["--loss", "hinge"],

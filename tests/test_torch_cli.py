@@ -9,7 +9,9 @@ import torch
 from safetensors.numpy import load_file
 
 from gan_common.config import Config
-from gan_torch import sample, train
+from gan_torch import losses, sample, train
+from gan_torch.backend import TorchBackend, load_generator
+from gan_torch.step import epoch_permutation
 
 FAST = ["--log-every", "10", "--sample-every", "20", "--checkpoint-every", "10"]
 
@@ -146,22 +148,22 @@ def test_losses_match_hand_computed_values():
     fake = torch.tensor([-3.0, 0.5, 1.0])
     sig = lambda l: 1 / (1 + np.exp(-l.double().numpy()))  # noqa: E731
     # float32 softplus vs float64 log-sigmoid: a few float32 ulps of values ~1.
-    np.testing.assert_allclose(train.d_loss_fn(real, fake), -np.log(sig(real)).mean() - np.log(1 - sig(fake)).mean(),
+    np.testing.assert_allclose(losses.d_loss_fn(real, fake), -np.log(sig(real)).mean() - np.log(1 - sig(fake)).mean(),
                                rtol=1e-6)
-    np.testing.assert_allclose(train.g_loss_fn(fake, "non_saturating"), -np.log(sig(fake)).mean(), rtol=1e-6)
-    np.testing.assert_allclose(train.g_loss_fn(fake, "minimax"), np.log(1 - sig(fake)).mean(), rtol=1e-6)
+    np.testing.assert_allclose(losses.g_loss_fn(fake, "non_saturating"), -np.log(sig(fake)).mean(), rtol=1e-6)
+    np.testing.assert_allclose(losses.g_loss_fn(fake, "minimax"), np.log(1 - sig(fake)).mean(), rtol=1e-6)
     # Logits far past float32's sigmoid range stay finite: softplus, not log(sigmoid).
-    assert train.d_loss_fn(torch.tensor([-100.0]), torch.tensor([100.0])).item() == pytest.approx(200.0)
+    assert losses.d_loss_fn(torch.tensor([-100.0]), torch.tensor([100.0])).item() == pytest.approx(200.0)
 
 
 def test_epochs_are_fresh_permutations_and_the_partial_batch_is_dropped():
-    p0, p1 = (train.epoch_permutation(0, e, 1000).numpy() for e in (0, 1))
+    p0, p1 = (epoch_permutation(0, e, 1000).numpy() for e in (0, 1))
     assert sorted(p0) == list(range(1000)) and not np.array_equal(p0, p1)
     # Image i is filled with i % 256 + its own row i // 256, so a batch tells which images it holds.
     idx = np.arange(1000)
     data = np.zeros((1000, 28, 28, 1), np.uint8)
     data[:, 0, 0, 0], data[:, 0, 1, 0] = idx % 256, idx // 256
-    backend = train.TorchBackend(Config(batch_size=64), data)
+    backend = TorchBackend(Config(batch_size=64), data)
     assert backend.steps_per_epoch == 15  # 1000 // 64: the last 40 images of each epoch are skipped
     epochs = []
     for _ in range(2):
@@ -170,7 +172,7 @@ def test_epochs_are_fresh_permutations_and_the_partial_batch_is_dropped():
             x = backend._batch()  # (64, 28, 28, 1) in [-1, 1]
             u8 = np.rint((x.numpy() + 1) * 127.5).astype(int)
             seen.extend(u8[:, 0, 0, 0] + 256 * u8[:, 0, 1, 0])
-            backend.step += 1
+            backend.state.step += 1  # the state's step count places the batch
         assert len(set(seen)) == 15 * 64  # each image at most once per epoch
         epochs.append(seen)
     assert epochs[0] != epochs[1]  # a fresh order each epoch
@@ -181,7 +183,7 @@ def test_bf16_trains_in_float32_parameters(tmp_path):
     assert run_cli("--out-dir", out, "--steps", "20", "--precision", "bf16", *FAST) == 0
     state = _state(out, 20)
     assert {t.dtype for t in state["generator"].values()} == {torch.float32}
-    generate, config = sample.load_generator(out)
+    generate, config = load_generator(out)
     assert generate(np.zeros((3, config.latent_dim), np.float32)).dtype == np.float32
 
 

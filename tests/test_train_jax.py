@@ -15,7 +15,10 @@ from safetensors.numpy import load_file
 
 from gan_common.config import Config
 from gan_common.loop import TrainingDiverged, train_loop
-from gan_jax import sample, train
+from gan_jax import backend, checkpoint, losses, sample, train
+from gan_jax import evaluate as gan_jax_evaluate
+from gan_jax.fused import make_train_chunk
+from gan_jax.step import create, epoch_permutation, step_draws, train_step
 
 FAST = ["--log-every", "10", "--sample-every", "20", "--checkpoint-every", "20", "--steps-per-call", "7"]
 
@@ -31,18 +34,18 @@ def test_losses_match_hand_computed_values():
     sig = lambda l: 1 / (1 + np.exp(-l.astype(np.float64)))  # noqa: E731
     expected_d = -np.log(sig(real)).mean() - np.log(1 - sig(fake)).mean()
     # float32 softplus vs float64 log-sigmoid: agreement to a few float32 ulps of values ~1.
-    np.testing.assert_allclose(train.d_loss_fn(real, fake), expected_d, rtol=1e-6)
-    np.testing.assert_allclose(train.g_loss_fn(fake, "non_saturating"), -np.log(sig(fake)).mean(), rtol=1e-6)
-    np.testing.assert_allclose(train.g_loss_fn(fake, "minimax"), np.log(1 - sig(fake)).mean(), rtol=1e-6)
+    np.testing.assert_allclose(losses.d_loss_fn(real, fake), expected_d, rtol=1e-6)
+    np.testing.assert_allclose(losses.g_loss_fn(fake, "non_saturating"), -np.log(sig(fake)).mean(), rtol=1e-6)
+    np.testing.assert_allclose(losses.g_loss_fn(fake, "minimax"), np.log(1 - sig(fake)).mean(), rtol=1e-6)
     # At D's equilibrium (logits 0, D = 1/2) the D loss is 2 log 2.
-    np.testing.assert_allclose(train.d_loss_fn(np.zeros(4), np.zeros(4)), 2 * np.log(2), rtol=1e-6)
+    np.testing.assert_allclose(losses.d_loss_fn(np.zeros(4), np.zeros(4)), 2 * np.log(2), rtol=1e-6)
 
 
 def test_losses_stay_finite_where_probabilities_underflow():
     huge = jnp.array([100.0, -100.0])
     # sigmoid(-100) underflows to 0 in float32, so log(sigmoid) would be -inf; softplus gives 100.
-    np.testing.assert_allclose(train.d_loss_fn(-huge, huge), 100.0, rtol=1e-6)
-    g = jax.grad(lambda l: train.g_loss_fn(l, "non_saturating"))(jnp.array([-100.0]))
+    np.testing.assert_allclose(losses.d_loss_fn(-huge, huge), 100.0, rtol=1e-6)
+    g = jax.grad(lambda l: losses.g_loss_fn(l, "non_saturating"))(jnp.array([-100.0]))
     assert np.isfinite(g).all() and g[0] == pytest.approx(-1.0)  # d/dl softplus(-l) = -sigmoid(-l) -> -1
 
 
@@ -92,10 +95,8 @@ def test_sample_cli_writes_npy_and_png(run40, tmp_path):
 
 
 def test_evaluate_cli_scores_a_checkpoint(run40, tmp_path):
-    from gan_jax import evaluate
-
     out = str(tmp_path / "eval.json")
-    assert evaluate.main(["--checkpoint", run40, "--num", "500", "--json", out]) == 0
+    assert gan_jax_evaluate.main(["--checkpoint", run40, "--num", "500", "--json", out]) == 0
     result = json.load(open(out))
     for key in ("fid_mnist", "kid", "classifier_score", "classes_covered", "precision", "recall"):
         assert np.isfinite(result[key]), key
@@ -130,11 +131,9 @@ def test_resume_equals_uninterrupted(tmp_path):
 def test_resume_restores_the_optimiser_state_and_step(tmp_path):
     out = str(tmp_path / "r")
     assert run_cli("--out-dir", out, "--steps", "20", *FAST) == 0
-    from gan_jax import checkpoint
-
     config = Config.from_json_file(os.path.join(out, "config.json"))
-    _, fresh = train.create(config)
-    state = checkpoint.restore_latest(os.path.join(out, "checkpoints"), fresh)
+    gan, fresh = create(config)
+    state = checkpoint.restore_latest(os.path.join(out, "checkpoints"), gan, fresh)
     assert int(state.step) == 20
     assert int(state.g_opt[0].count) == 20  # Adam's bias-correction count resumes too
 
@@ -144,40 +143,39 @@ def test_same_seed_twice_is_bit_identical_and_another_seed_differs():
     data = np.random.default_rng(0).integers(0, 256, (640, 28, 28, 1), dtype=np.uint8)
     runs = []
     for seed in (0, 0, 1):
-        gan, state = train.create(Config(seed=seed))
-        chunk = train.make_train_chunk(gan, len(data))
+        gan, state = create(Config(seed=seed))
+        chunk = make_train_chunk(gan, len(data))
         _, m = chunk(state, jnp.asarray(data), num_steps=config.steps)
         runs.append(np.asarray(m))
     np.testing.assert_array_equal(runs[0], runs[1])
     assert not np.array_equal(runs[0], runs[2])
 
 
-def test_a_chunk_draws_what_step_by_step_draws_and_its_length_does_not_matter(monkeypatch):
+def test_a_chunk_draws_what_step_by_step_draws_and_its_length_does_not_matter():
     """The fused loop draws all K steps' noise, interpolation weights and labels before its scan
     (one threefry call instead of several a step); what step t is fed must still be the (key, t)
     function `step_draws`, bit for bit, so that neither K nor a resume can change a run."""
     config = Config(loss="wgan_gp", n_critic=2, conditional=True, batch_size=8, latent_dim=6)
     key, steps = jax.random.PRNGKey(3), jnp.arange(5, 9)
-    batched = jax.jit(jax.vmap(lambda s: train.step_draws(key, s, config)))(steps)
+    batched = jax.jit(jax.vmap(lambda s: step_draws(key, s, config)))(steps)
     for i, step in enumerate(steps):
-        one = jax.jit(lambda s: train.step_draws(key, s, config))(step)
+        one = jax.jit(lambda s: step_draws(key, s, config))(step)
         for a, b in zip(batched, one, strict=True):
             np.testing.assert_array_equal(np.asarray(a[i]), np.asarray(b))
 
     # 12 steps of 10 an epoch as one call and as 5 + 7 (across the epoch boundary): the same
     # metrics and weights, and every step fed the noise step_draws gives for its own step number.
-    fed, real_step = [], train.train_step
+    fed = []
 
     def recording_step(gan, state, x, z_d, z_g, eps=None, labels=None):
         jax.debug.callback(lambda *a: fed.append([np.asarray(v) for v in a]), state.step, z_d, z_g, ordered=True)
-        return real_step(gan, state, x, z_d, z_g, eps, labels)
+        return train_step(gan, state, x, z_d, z_g, eps, labels)
 
-    monkeypatch.setattr(train, "train_step", recording_step)
     data = jnp.asarray(np.random.default_rng(0).integers(0, 256, (640, 28, 28, 1), dtype=np.uint8))
     runs = []
     for split in ((12,), (5, 7)):
-        gan, state = train.create(Config(seed=1))
-        chunk = train.make_train_chunk(gan, len(data))
+        gan, state = create(Config(seed=1))
+        chunk = make_train_chunk(gan, len(data), step_fn=recording_step)
         metrics = []
         for k in split:
             state, m = chunk(state, data, num_steps=k)
@@ -189,14 +187,14 @@ def test_a_chunk_draws_what_step_by_step_draws_and_its_length_does_not_matter(mo
     assert [int(step) for step, _, _ in fed] == list(range(12)) * 2
     run_config = Config(seed=1)
     for step, z_d, z_g in fed:
-        want = train.step_draws(jax.random.PRNGKey(1), jnp.int32(step), run_config)
+        want = step_draws(jax.random.PRNGKey(1), jnp.int32(step), run_config)
         np.testing.assert_array_equal(z_d, np.asarray(want[0]))
         np.testing.assert_array_equal(z_g, np.asarray(want[1]))
 
 
 def test_epochs_are_fresh_permutations_and_drop_the_partial_batch():
     key = jax.random.PRNGKey(0)
-    p0, p1 = (np.asarray(train.epoch_permutation(key, e, 1000)) for e in (0, 1))
+    p0, p1 = (np.asarray(epoch_permutation(key, e, 1000)) for e in (0, 1))
     assert sorted(p0) == list(range(1000)) and not np.array_equal(p0, p1)
     # 1000 images at batch 64: 15 full batches per epoch; step 15 starts epoch 1.
     assert Config(batch_size=64, epochs=2).total_steps(1000) == 30
@@ -229,7 +227,7 @@ def test_bf16_trains_and_samples_in_float32_outputs(tmp_path):
     assert [r["step"] for r in rows] == [10, 20] and all(np.isfinite(r["d_loss"]) for r in rows)
     weights = load_file(os.path.join(out, "checkpoints", "20", "weights.safetensors"))
     assert {w.dtype for w in weights.values()} == {np.dtype(np.float32)}
-    generate, config = sample.load_generator(out)
+    generate, config = backend.load_generator(out)
     images = generate(np.zeros((3, config.latent_dim), np.float32))
     assert config.precision == "bf16" and images.dtype == np.float32 and images.shape == (3, 28, 28, 1)
 
