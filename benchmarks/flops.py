@@ -24,7 +24,9 @@ import functools
 import math
 import re
 import sys
-from typing import Sequence
+from collections.abc import Sequence
+
+import numpy as np
 
 from gan_common.config import Config
 
@@ -40,7 +42,7 @@ def widths(config: Config) -> tuple[tuple[int, ...], tuple[int, ...]]:
 
 def _macs(ws: Sequence[int], skip_first: bool = False) -> int:
     """Multiply-adds per row of one pass over the dense layers `ws` (optionally without the first layer)."""
-    pairs = list(zip(ws[:-1], ws[1:]))
+    pairs = list(zip(ws[:-1], ws[1:], strict=True))
     return sum(a * b for a, b in (pairs[1:] if skip_first else pairs))
 
 
@@ -91,13 +93,41 @@ def operands_of(op: str, x, e, w) -> tuple:
     return {"fwd": (x, w), "wgrad": (x, e), "igrad": (e, w)}[op]
 
 
+def floor_operands(config: Config, plan, place) -> tuple[dict, dict, dict]:
+    """Random float32 operands for `plan`, one set shared by every product that shares it in the step:
+    weights per (net, layer) (in, out); activations (rows, in) and back-propagated errors (rows, out)
+    per (net, layer, rows). `place` puts a numpy array on the backend's device."""
+    ws = dict(zip("gd", widths(config), strict=True))
+    rng = np.random.default_rng(0)
+
+    def normal(*shape: int):
+        return place(rng.standard_normal(shape, dtype=np.float32))
+
+    w = {(net, i): normal(ws[net][i], ws[net][i + 1]) for net, i in {(n, i) for _, n, i, _ in plan}}
+    keys = sorted({(net, i, rows) for _, net, i, rows in plan})
+    acts = {(net, i, rows): normal(rows, ws[net][i]) for net, i, rows in keys}
+    errs = {(net, i, rows): normal(rows, ws[net][i + 1]) for net, i, rows in keys}
+    return w, acts, errs
+
+
 def plan_flops(config: Config, plan: Sequence[tuple[str, str, int, int]]) -> int:
-    ws = dict(zip("gd", widths(config)))
+    ws = dict(zip("gd", widths(config), strict=True))
     return sum(2 * rows * ws[net][i] * ws[net][i + 1] for _, net, i, rows in plan)
 
 
 def flops_per_step(config: Config, batch: int) -> int:
     return step_flops(config, batch)["total"]
+
+
+def flops_section(config: Config, batch_sizes: Sequence[int], xla: bool) -> dict:
+    """The FLOPs part of a throughput result: analytic FLOPs per step at every batch size, the breakdown
+    at 64, and (xla=True) XLA's counts of the same step."""
+    out = {"note": "matmuls only, 2*m*n*k each; elementwise ops and Adam ignored (see benchmarks/flops.py)",
+           "analytic_per_step": {str(b): flops_per_step(config, b) for b in batch_sizes},
+           "breakdown_batch_64": step_flops(config, 64)}
+    if xla:
+        out["xla"] = {str(b): xla_step_flops(config, b) for b in sorted({64, *batch_sizes})}
+    return out
 
 
 def format_breakdown(parts: dict[str, int]) -> str:
@@ -120,7 +150,7 @@ def format_xla(xla: dict, analytic: int) -> str:
 
 
 def xla_step_flops(config: Config, batch: int) -> dict[str, float]:
-    """XLA's own counts for the compiled single `gan_jax.train.train_step` at `batch`.
+    """XLA's own counts for the compiled single `gan_jax.step.train_step` at `batch`.
 
     'dots_traced': 2 * out * contracted over the dots JAX hands to XLA (what autodiff asked for:
       the like-for-like check of the analytic count);
@@ -128,15 +158,16 @@ def xla_step_flops(config: Config, batch: int) -> dict[str, float]:
       calls, so None there);
     'cost_analysis': XLA's total for the compiled step (elementwise ops and Adam included).
     """
+    # jax in here, not at the top: the analytic count (and `python -m benchmarks.flops --no-xla`) needs no jax.
     import jax
     import jax.numpy as jnp
 
-    from gan_jax import train
+    from gan_jax.step import create, train_step
 
-    gan, state = train.create(dataclasses.replace(config, batch_size=batch))
+    gan, state = create(dataclasses.replace(config, batch_size=batch))
     x = jnp.zeros((batch, 28, 28, 1), jnp.float32)
     z = jnp.zeros((batch, config.latent_dim), jnp.float32)
-    lowered = jax.jit(functools.partial(train.train_step, gan), donate_argnums=0).lower(state, x, z, z)
+    lowered = jax.jit(functools.partial(train_step, gan), donate_argnums=0).lower(state, x, z, z)
     compiled = lowered.compile()
     cost = compiled.cost_analysis()
     if isinstance(cost, (list, tuple)):  # older jax: one dict per computation

@@ -8,12 +8,12 @@
 # --tf32   let both backends use TF32 matmuls (torch allow_tf32 on, jax precision tensorfloat32).
 #          Default: TF32 off in both (torch allow_tf32=False, jax_default_matmul_precision=highest),
 #          so both compute true float32, as the parity tests compare them.
-# --out    output folder (default bench_gpu_<date>; $OUT when set, as on the device runner).
+# --out    output folder (default benchmarks/results/gpu_<date>; $OUT when set, as on the device runner).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 precision=float32
-out="${OUT:-bench_gpu_$(date +%Y%m%d_%H%M%S)}"
+out="${OUT:-benchmarks/results/gpu_$(date +%Y%m%d_%H%M%S)}"
 extra=()
 while [ $# -gt 0 ]; do
   case "$1" in

@@ -15,12 +15,17 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+import torch
+from jax import lax
 
-import gan_jax  # noqa: F401  (first: it sets the production XLA:CPU flags before jax starts)
 from benchmarks import flops as flops_lib
+from benchmarks.jax_runners import jax_products
+from benchmarks.torch_runners import TORCH_PRODUCTS
 from gan_common.config import Config
 
 
@@ -34,9 +39,35 @@ def _median_s(fn, repeats: int) -> float:
     return float(np.median(times))
 
 
+def xla_seconds(f, a: np.ndarray, b: np.ndarray, iters: int, repeats: int) -> float:
+    """Median seconds of one product f(a, b) in XLA: a jitted lax.scan of `iters` of them, no dispatch inside."""
+
+    @jax.jit
+    def loop(a, b):
+        def body(acc, i):
+            y = f(a + i.astype(jnp.float32) * 1e-9, b)  # a fresh input each iteration: nothing hoisted
+            return acc + y[0, 0], None
+
+        return lax.scan(body, jnp.float32(0), jnp.arange(iters))[0]
+
+    ja, jb = jnp.asarray(a), jnp.asarray(b)
+    return _median_s(lambda: loop(ja, jb).block_until_ready(), repeats) / iters
+
+
+def torch_seconds(g, a: np.ndarray, b: np.ndarray, iters: int, repeats: int) -> float:
+    """Median seconds of one product g(a, b) in torch: `iters` back-to-back calls, each with its dispatch."""
+    ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+
+    def loop() -> None:
+        for _ in range(iters):
+            g(ta, tb)
+
+    return _median_s(loop, repeats) / iters
+
+
 def products(config: Config, batch: int) -> list[tuple[str, tuple[int, int], tuple[int, int], int]]:
     """Distinct (op, lhs shape, rhs shape, times it occurs in a step) of the plan, lhs and rhs as the op takes them."""
-    ws = dict(zip("gd", flops_lib.widths(config)))
+    ws = dict(zip("gd", flops_lib.widths(config), strict=True))
     seen: dict = {}
     for op, net, i, rows in flops_lib.matmul_plan(config, batch):
         n_in, n_out = ws[net][i], ws[net][i + 1]
@@ -52,14 +83,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=7, help="timed calls per product and backend (default 7)")
     args = p.parse_args(argv)
 
-    import jax
-    import jax.numpy as jnp
-    import torch
-    from jax import lax
-
-    from benchmarks.step_throughput import jax_products
-    from benchmarks.torch_variants import TORCH_PRODUCTS
-
     config = Config(batch_size=args.batch_size)
     jax_ops, torch_ops = jax_products(), TORCH_PRODUCTS
     rng = np.random.default_rng(0)
@@ -74,25 +97,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         contracted = lhs_shape[0] if op == "wgrad" else lhs_shape[1]
         out = jax.eval_shape(jax_ops[op], a, b).shape
         flop = 2 * int(np.prod(out)) * contracted
-        f = jax_ops[op]
-
-        @jax.jit
-        def loop(a, b, f=f):
-            def body(acc, i):
-                y = f(a + i.astype(jnp.float32) * 1e-9, b)  # a fresh input each iteration: nothing hoisted
-                return acc + y[0, 0], None
-
-            return lax.scan(body, jnp.float32(0), jnp.arange(args.iters))[0]
-
-        ja, jb = jnp.asarray(a), jnp.asarray(b)
-        t_jax = _median_s(lambda: loop(ja, jb).block_until_ready(), args.repeats) / args.iters
-        ta, tb, g = torch.from_numpy(a), torch.from_numpy(b), torch_ops[op]
-
-        def torch_loop():
-            for _ in range(args.iters):
-                g(ta, tb)
-
-        t_torch = _median_s(torch_loop, args.repeats) / args.iters
+        t_jax = xla_seconds(jax_ops[op], a, b, args.iters, args.repeats)
+        t_torch = torch_seconds(torch_ops[op], a, b, args.iters, args.repeats)
         print(f"{op:6s} {str(lhs_shape):>11s} {str(rhs_shape):>11s} {count:6d} {flop / t_jax / 1e9:12.4g} "
               f"{flop / t_torch / 1e9:14.4g} {t_jax / t_torch:10.3g}")
         step_ms["XLA"] += count * t_jax * 1e3

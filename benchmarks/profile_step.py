@@ -2,7 +2,7 @@
 
     python -m benchmarks.profile_step --batch-size 64 --steps-per-call 100
 
-Times `gan_jax.train.make_train_chunk` (the path `step_throughput` calls `fused_kK`), then traces one
+Times `gan_jax.fused.make_train_chunk` (the path `step_throughput` calls `fused_kK`), then traces one
 call and sorts every executed op into: matmul fusions (an HLO fusion or instruction containing a dot),
 parameter-shaped elementwise work (outputs shaped like a weight: Adam's updates, in the main), and the
 rest. Ops of independent branches run concurrently on a multi-core CPU, so it reports both each
@@ -22,7 +22,13 @@ import re
 import tempfile
 import time
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+
+from gan_common.config import Config
+from gan_jax.fused import make_train_chunk
+from gan_jax.step import create
 
 _NOT_OPS = ("$", "ThunkExecutor", "Pjit", "Slinky", "end:", "Common")  # host frames and waits, not XLA ops
 
@@ -68,23 +74,17 @@ def _union_ms(intervals: list[tuple[float, float]]) -> float:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m benchmarks.profile_step", description=__doc__.splitlines()[0])
     p.add_argument("--batch-size", type=int, default=64, help="the step's batch")
     p.add_argument("--steps-per-call", type=int, default=100, help="K, steps per compiled call (the fused path)")
     p.add_argument("--repeats", type=int, default=5, help="timed calls before the traced one (median reported)")
     p.add_argument("--top", type=int, default=15, help="ops listed one by one")
     args = p.parse_args(argv)
 
-    import jax
-    import jax.numpy as jnp
-
-    from gan_common.config import Config
-    from gan_jax import train
-
     config = Config(batch_size=args.batch_size, out_dir=tempfile.mkdtemp())
-    gan, state = train.create(config)
+    gan, state = create(config)
     data = jnp.asarray(np.random.default_rng(0).integers(0, 256, (60000, 28, 28, 1), np.uint8))
-    chunk = train.make_train_chunk(gan, data.shape[0])
+    chunk = make_train_chunk(gan, data.shape[0])
     k = args.steps_per_call
     for _ in range(2):
         state, metrics = chunk(state, data, k)
@@ -97,6 +97,7 @@ def main(argv=None) -> int:
         times.append((time.perf_counter() - t) / k * 1e3)
     step_ms = float(np.median(times))
 
+    # The chunk's compiled K-step function, from its closure (make_train_chunk returns only the wrapper).
     scan_steps = next(c.cell_contents for c in chunk.__closure__
                       if getattr(c.cell_contents, "__name__", "") == "scan_steps")
     shuffled = (data.reshape(data.shape[0], -1), None)  # the epoch's copy of the set: only its shape matters

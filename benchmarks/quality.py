@@ -2,7 +2,8 @@
 score 10,000 samples of each final generator, and write mean ± std of every metric.
 
     python -m benchmarks.quality --epochs 10 --seeds 0,1,2 --out runs/quality --markdown benchmarks/QUALITY.md
-    python -m benchmarks.quality --table dcgan --epochs 1 --out runs/quality_dcgan --markdown benchmarks/QUALITY_DCGAN.md
+    python -m benchmarks.quality --table dcgan --epochs 1 --out runs/quality_dcgan \
+        --markdown benchmarks/QUALITY_DCGAN.md
 
 --table dcgan: the DCGAN with each loss of DCGAN_LOSSES, on MNIST and Fashion-MNIST, in both
 backends; every run keeps a generator EMA (which never feeds back into training), and its final
@@ -20,13 +21,18 @@ import dataclasses
 import json
 import os
 import platform
+import shutil
 import time
+from importlib.metadata import PackageNotFoundError, version
 
 import numpy as np
+from matplotlib.figure import Figure
 
 from gan_common.config import Config
 from gan_common.evaluation import fid_key
-from gan_common.loop import read_metrics
+from gan_common.outputs import read_metrics
+from gan_common.sampling import sample_noise
+from gan_jax import backend as jax_backend
 
 SETTINGS = {
     # name: (backend, overrides of the seed spec)
@@ -55,12 +61,10 @@ def _train(backend: str, config: Config) -> float:
     if os.path.exists(done):
         return json.load(open(done))["wall_s"]
     if backend == "gan_jax":
-        from gan_jax.train import train_and_evaluate
-    else:
-        from gan_torch.train import train_and_evaluate
+        train_and_evaluate = jax_backend.train_and_evaluate
+    else:  # torch only when a torch run is asked for: the JAX settings run without it
+        from gan_torch.backend import train_and_evaluate
     if os.path.exists(config.out_dir):
-        import shutil
-
         shutil.rmtree(config.out_dir)  # an unfinished earlier attempt
     t = time.perf_counter()
     train_and_evaluate(config)
@@ -72,16 +76,12 @@ def _train(backend: str, config: Config) -> float:
 def _score(run_dir: str, num: int, ema: bool = True) -> dict:
     """The metrics of `num` samples of the run's final G (its EMA, or with ema=False its own weights),
     cached in the run folder."""
-    from gan_common.sampling import sample_noise
-    from gan_jax.evaluate import evaluator
-    from gan_jax.sample import load_generator
-
     cached = os.path.join(run_dir, f"score_{num}{'_ema' if ema else ''}.json")
     if os.path.exists(cached):
         return json.load(open(cached))
-    generate, config = load_generator(run_dir, ema)
+    generate, config = jax_backend.load_generator(run_dir, ema)
     images = generate(sample_noise(num, config.latent_dim, seed=12345))
-    row = {k: float(v) for k, v in evaluator(config.dataset).evaluate_images(images).items()}
+    row = {k: float(v) for k, v in jax_backend.evaluator(config.dataset).evaluate_images(images).items()}
     json.dump(row, open(cached, "w"))
     return row
 
@@ -124,7 +124,7 @@ def _dcgan_main(args, seeds: list[int]) -> int:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m benchmarks.quality", description=__doc__.splitlines()[0])
     p.add_argument("--epochs", type=float, default=10.0, help="training length of every run")
     p.add_argument("--seeds", default="0,1,2", help="comma-separated run seeds")
     p.add_argument("--settings", default=",".join(str(i) for i in range(len(SETTINGS))),
@@ -133,9 +133,11 @@ def main(argv=None) -> int:
     p.add_argument("--eval-every", type=int, default=1000, help="steps between FID points of the curve")
     p.add_argument("--out", default="runs/quality", help="folder of the runs")
     p.add_argument("--markdown", default="", help="write the table and plot reference to this Markdown file")
-    p.add_argument("--plot", default="benchmarks/quality_fid.png", help="FID-MNIST against steps and wall clock")
+    p.add_argument("--plot", default="benchmarks/results/quality_fid.png",
+                   help="FID-MNIST against steps and wall clock (PNG)")
     p.add_argument("--table", choices=("mlp", "dcgan"), default="mlp",
-                   help="mlp: the seed MLP's SETTINGS; dcgan: DCGAN_LOSSES x --datasets x both backends, EMA on and off")
+                   help="mlp: the seed MLP's SETTINGS; dcgan: DCGAN_LOSSES x --datasets x both backends, "
+                        "EMA on and off")
     p.add_argument("--datasets", default=",".join(DCGAN_DATASETS), help="--table dcgan: comma-separated datasets")
     p.add_argument("--train-only", action="store_true", help="--table dcgan: train (or reuse) the runs, score nothing")
     p.add_argument("--conditions", default="", help="--table dcgan: how the runs were launched (CPU pinning, other "
@@ -168,23 +170,32 @@ def main(argv=None) -> int:
     print(table)
     _plot(curves, args.plot)
     if args.markdown:
+        link = os.path.relpath(os.path.abspath(args.plot), os.path.dirname(os.path.abspath(args.markdown)))
         with open(args.markdown, "w") as f:
-            f.write(table + f"\n![FID-MNIST against steps and wall clock]({os.path.basename(args.plot)})\n")
+            f.write(table + f"\n![FID-MNIST against steps and wall clock]({link})\n")
     json.dump(results, open(os.path.join(args.out, "quality.json"), "w"), indent=1)
     return 0
 
 
-def _markdown(results: dict[str, list[dict]], args, seeds) -> str:
-    import jax
-    import torch
+def _versions() -> str:
+    """'jax X, torch Y' from the installed distributions (importing torch only to name it would load it)."""
+    def of(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "not installed"
 
+    return f"jax {of('jax')}, torch {of('torch')}"
+
+
+def _markdown(results: dict[str, list[dict]], args, seeds) -> str:
     steps = round(args.epochs * (60000 // 64))
     lines = [
         "# Sample quality of the seed MLP GAN",
         "",
         f"Measured by `python -m benchmarks.quality --epochs {args.epochs:g} --seeds {args.seeds}` on "
-        f"{platform.processor() or platform.machine()} ({os.cpu_count()} cores, CPU only), jax {jax.__version__}, "
-        f"torch {torch.__version__}. Each run: {args.epochs:g} epochs = {steps} steps at batch 64; metrics of "
+        f"{platform.processor() or platform.machine()} ({os.cpu_count()} cores, CPU only), {_versions()}. "
+        f"Each run: {args.epochs:g} epochs = {steps} steps at batch 64; metrics of "
         f"{args.num_samples} samples of the final generator against the 10k MNIST test set, mean ± std over seeds "
         f"{', '.join(map(str, seeds))}. Train wall time includes the --eval-every evaluations "
         f"(every {args.eval_every} steps, 2,000 samples).",
@@ -224,15 +235,12 @@ def best_dcgan_setting(rows: list[dict]) -> tuple[str, bool]:
 
 
 def _dcgan_markdown(rows: list[dict], args, seeds) -> str:
-    import jax
-    import torch
-
     lines = [
         "# Sample quality of the DCGAN: losses, generator EMA, both backends",
         "",
         f"Measured by `python -m benchmarks.quality --table dcgan --epochs {args.epochs:g} --seeds {args.seeds}` on "
-        f"{platform.processor() or platform.machine()} ({os.cpu_count()} cores, CPU only), jax {jax.__version__}, "
-        f"torch {torch.__version__}. Every run: `--arch dcgan` (64 channels), batch 64, "
+        f"{platform.processor() or platform.machine()} ({os.cpu_count()} cores, CPU only), {_versions()}. "
+        f"Every run: `--arch dcgan` (64 channels), batch 64, "
         + ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in DCGAN_BASE.items() if k != "arch")
         + f", {args.epochs:g} epoch(s) of the training set (each real image seen once per epoch by D; WGAN-GP's "
         f"n_critic 5 thus makes a fifth as many G steps). Each run's final G is scored with and without its EMA "
@@ -253,8 +261,8 @@ def _dcgan_markdown(rows: list[dict], args, seeds) -> str:
         for loss in DCGAN_LOSSES:
             for ema in (False, True):
                 for backend in BACKENDS:
-                    group = [r for r in rows if (r["dataset"], r["loss"], r["ema"], r["backend"]) == (dataset, loss, ema,
-                                                                                                        backend)]
+                    key = (dataset, loss, ema, backend)
+                    group = [r for r in rows if (r["dataset"], r["loss"], r["ema"], r["backend"]) == key]
                     if not group:
                         continue
                     cells = [_mean_std([r[k] for r in group]) for k in (fid, *DCGAN_SHOWN, "train_wall_s")]
@@ -267,12 +275,8 @@ def _dcgan_markdown(rows: list[dict], args, seeds) -> str:
 
 
 def _plot(curves: dict[str, list[list[dict]]], path: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(12, 4.5))
+    fig = Figure(figsize=(12, 4.5))  # no pyplot: no GUI backend, no global figure state
+    a1, a2 = fig.subplots(1, 2)
     for i, (name, runs) in enumerate(curves.items()):
         for j, rows in enumerate(runs):
             pts = [r for r in rows if "fid_mnist" in r]
@@ -286,6 +290,7 @@ def _plot(curves: dict[str, list[list[dict]]], path: str) -> None:
         ax.grid(alpha=0.3)
     a1.legend(fontsize=8)
     fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.savefig(path, dpi=100)
 
 

@@ -47,6 +47,13 @@ def test_xla_dots_agree_with_the_analytic_count():
     assert xla["cost_analysis"] >= xla["dots"]  # XLA's total adds elementwise work and Adam
 
 
+def test_the_reports_torch_variants_are_the_torch_runners():
+    """benchmarks.report keeps its own list (it imports no framework): it must name what torch_runners makes."""
+    from benchmarks import report, torch_runners
+
+    assert report.TORCH_VARIANTS == torch_runners.VARIANTS
+
+
 def test_fused_k_is_capped_for_big_batches_and_never_duplicated():
     assert sweep.fused_ks((1, 10, 100), 64, 16384) == [(1, 1), (10, 10), (100, 100)]
     assert sweep.fused_ks((1, 10, 100), 4096, 16384) == [(1, 1), (4, 100)]

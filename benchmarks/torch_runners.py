@@ -1,12 +1,12 @@
-"""PyTorch runners of the full GAN step for the throughput benchmark: the reference, then faster settings.
+"""The torch runners the benchmarks time (benchmarks.timing's interface): the reference step, faster settings, floors.
 
-Every runner does exactly gan_torch.train.train_step's algorithm (G(z_d) without grad; D on
+Every runner does exactly gan_torch.step.train_step's algorithm (G(z_d) without grad; D on
 [real; fake]; Adam on D; G's loss through the updated D; Adam on G) and changes only how it
 executes. All of them keep the uint8 training set on the device, gather each batch with a
 permutation drawn up front and draw the noise there, as the JAX fused loop does inside its
 compiled call, so both sides time the same work: batch gather + scale + noise + both updates.
 
-  eager        gan_torch.train.train_step itself (default torch.optim.Adam).
+  eager        gan_torch.step.train_step itself (default torch.optim.Adam).
   tuned        the same maths with fused Adam, gradients from torch.autograd.grad (only the
                tensors asked for: no D weight grads in G's step), no zero_grad pass.
   compiled     `tuned` under torch.compile (default mode; inductor), with foreach Adam so that
@@ -16,6 +16,7 @@ compiled call, so both sides time the same work: batch gather + scale + noise + 
                with capturable Adam and replayed: one launch per step (CUDA only).
 Floors (`make_floor_runner`), parts of a step timed alone: `matmuls` (its matrix products) and
 `adam` (its two Adam updates).
+Both makers return a `Runner`; with --precision bf16 a variant's name ends in +bf16.
 """
 
 from __future__ import annotations
@@ -23,8 +24,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from benchmarks import flops as flops_lib
 from gan_common.config import Config
-from gan_torch import train as ref
+from gan_torch import losses
+from gan_torch.step import Gan, TrainState, create, scale_images, train_step
 
 VARIANTS = ("eager", "tuned", "compiled", "compiled_ro", "cuda_graph")
 CUDA_ONLY = ("compiled_ro", "cuda_graph")
@@ -71,29 +74,29 @@ class Batches:
         b = self.batch
         idx = self.perm[self.pos * b:(self.pos + 1) * b]  # (B,)
         self.pos = (self.pos + 1) % self.steps_per_epoch
-        x = ref.scale_images(self.data[idx])
+        x = scale_images(self.data[idx])
         z_d = torch.randn(b, self.latent_dim, device=self.device)
         z_g = torch.randn(b, self.latent_dim, device=self.device)
         return x, z_d, z_g
 
 
-def _models_on(config: Config, device: torch.device) -> ref.Gan:
+def _models_on(config: Config, device: torch.device) -> tuple[Gan, TrainState]:
     """gan_torch's models and optimisers (its initialisation), moved to `device` in place."""
-    gan = ref.create(config)
-    gan.generator.to(device)  # moves parameter data in place: the optimisers keep the same Parameter objects
-    gan.discriminator.to(device)
-    return gan
+    gan, state = create(config)
+    state.generator.to(device)  # moves parameter data in place: the optimisers keep the same Parameter objects
+    state.discriminator.to(device)
+    return gan, state
 
 
 class TunedStep:
-    """gan_torch.train.train_step's maths with faster execution: fused Adam, grads only where needed.
+    """gan_torch.step.train_step's maths with faster execution: fused Adam, grads only where needed.
 
     Callable as step(x, z_d, z_g) -> metrics (4,), like the reference; updates the nets in place.
     """
 
     def __init__(self, config: Config, device: torch.device, impl: dict | None = None):
-        gan = _models_on(config, device)
-        self.G, self.D, self.kind = gan.generator, gan.discriminator, config.g_loss
+        _, state = _models_on(config, device)
+        self.G, self.D, self.kind = state.generator, state.discriminator, config.g_loss
         self.g_params, self.d_params = list(self.G.parameters()), list(self.D.parameters())
         impl = adam_impl(device) if impl is None else impl  # e.g. {"fused": True} or {"foreach": True}
         kw = dict(lr=config.lr, betas=(config.beta1, config.beta2), eps=config.adam_eps, **impl)
@@ -107,14 +110,14 @@ class TunedStep:
         # Update D: maximise log D(x) + log(1 - D(G(z_d))), one D call on [real; fake].
         logits = self.D(torch.cat([x, fake_d]))  # (2B,)
         real_logits, fake_logits = logits[:batch], logits[batch:]
-        d_loss = ref.d_loss_fn(real_logits, fake_logits)
-        for p, g in zip(self.d_params, torch.autograd.grad(d_loss, self.d_params)):
+        d_loss = losses.d_loss_fn(real_logits, fake_logits)
+        for p, g in zip(self.d_params, torch.autograd.grad(d_loss, self.d_params), strict=True):
             p.grad = g  # replaces, never accumulates: no zero_grad pass
         self.d_opt.step()
 
         # Update G: minimise -log D(G(z_g)) through the updated D; asking for G's grads only skips D's weight grads.
-        g_loss = ref.g_loss_fn(self.D(self.G(z_g)), self.kind)
-        for p, g in zip(self.g_params, torch.autograd.grad(g_loss, self.g_params)):
+        g_loss = losses.g_loss_fn(self.D(self.G(z_g)), self.kind)
+        for p, g in zip(self.g_params, torch.autograd.grad(g_loss, self.g_params), strict=True):
             p.grad = g
         self.g_opt.step()
 
@@ -123,12 +126,15 @@ class TunedStep:
 
 
 class Runner:
-    """One variant at one batch size: `step()` runs one full training step (batch included); `sync()` waits."""
+    """One variant at one batch size: `call()` runs one full training step (batch included), or one floor;
+    `sync()` waits for the device."""
+
+    backend, steps_per_call = "torch", 1
 
     def __init__(self, name: str, device: torch.device, step_fn):
         self.name, self.device, self._step = name, device, step_fn
 
-    def step(self) -> torch.Tensor:
+    def call(self) -> torch.Tensor:
         return self._step()
 
     def sync(self) -> None:
@@ -137,6 +143,12 @@ class Runner:
 
 def make_runner(name: str, config: Config, data_u8: torch.Tensor) -> Runner:
     """The runner for variant `name` (one of VARIANTS) with fresh models at config.batch_size, on data_u8's device."""
+    runner = _make_runner(name, config, data_u8)
+    runner.name += "+bf16" if config.precision == "bf16" else ""
+    return runner
+
+
+def _make_runner(name: str, config: Config, data_u8: torch.Tensor) -> Runner:
     device = data_u8.device
     if name not in VARIANTS:
         raise ValueError(f"unknown torch variant {name!r}; expected one of {', '.join(VARIANTS)}")
@@ -146,8 +158,8 @@ def make_runner(name: str, config: Config, data_u8: torch.Tensor) -> Runner:
         return _cuda_graph_runner(config, data_u8)
     batches = Batches(data_u8, config.batch_size, config.latent_dim)
     if name == "eager":
-        gan = _models_on(config, device)
-        return Runner(name, device, lambda: ref.train_step(gan, *batches.next()))
+        gan, state = _models_on(config, device)
+        return Runner(name, device, lambda: train_step(gan, state, *batches.next())[1])  # metrics (4,)
     if name == "tuned":
         step = TunedStep(config, device)
     else:
@@ -169,30 +181,28 @@ def make_runner(name: str, config: Config, data_u8: torch.Tensor) -> Runner:
 TORCH_PRODUCTS = {"fwd": lambda x, w: x @ w, "wgrad": lambda x, e: x.T @ e, "igrad": lambda e, w: e @ w.T}
 
 
-def make_floor_runner(name: str, config: Config, device: torch.device, operands=None) -> Runner:
-    """A floor, not a training step: "matmuls", the step's products alone (benchmarks.flops.matmul_plan,
-    `operands` from step_throughput.floor_operands, one torch.mm each, transposes as stride views);
+def make_floor_runner(name: str, config: Config, device: torch.device) -> Runner:
+    """A floor, not a training step: "matmuls", the step's products alone (benchmarks.flops.matmul_plan, operands
+    from benchmarks.flops.floor_operands as in JAX's floor, one torch.mm each, transposes as stride views);
     "adam", gan_torch's two Adams (the fastest kernel, as `tuned`) stepping on fixed gradients."""
     if name == "matmuls":
-        from benchmarks.flops import matmul_plan, operands_of
-
-        plan = matmul_plan(config, config.batch_size)
-        w, acts, errs = operands
+        plan = flops_lib.matmul_plan(config, config.batch_size)
+        w, acts, errs = flops_lib.floor_operands(config, plan, lambda a: torch.from_numpy(a).to(device))
 
         def products() -> list[torch.Tensor]:
             out = []
             for op, net, i, rows in plan:
                 x, e, wi = acts[net, i, rows], errs[net, i, rows], w[net, i]
-                out.append(TORCH_PRODUCTS[op](*operands_of(op, x, e, wi)))
+                out.append(TORCH_PRODUCTS[op](*flops_lib.operands_of(op, x, e, wi)))
             return out
 
         return Runner(name, device, products)
     if name == "adam":
-        gan = _models_on(config, device)
+        _, state = _models_on(config, device)
         kw = dict(lr=config.lr, betas=(config.beta1, config.beta2), eps=config.adam_eps, **adam_impl(device))
         gen = torch.Generator().manual_seed(0)
         opts = []
-        for net in (gan.generator, gan.discriminator):
+        for net in (state.generator, state.discriminator):
             params = list(net.parameters())
             for p in params:
                 p.grad = (1e-3 * torch.randn(p.shape, generator=gen)).to(device)
@@ -229,7 +239,7 @@ def _cuda_graph_runner(config: Config, data_u8: torch.Tensor, warmup: int = 3) -
 
     def body() -> torch.Tensor:
         idx = batches.perm[pos * b + offsets]  # (B,) gathered on the device: no host int
-        x = ref.scale_images(batches.data[idx])  # (B, 28, 28, 1) in [-1, 1]
+        x = scale_images(batches.data[idx])  # (B, 28, 28, 1) in [-1, 1]
         z_d = torch.randn(b, config.latent_dim, device=device)
         z_g = torch.randn(b, config.latent_dim, device=device)
         metrics = step(x, z_d, z_g)
