@@ -97,11 +97,8 @@ def main(argv=None) -> int:
         times.append((time.perf_counter() - t) / k * 1e3)
     step_ms = float(np.median(times))
 
-    # The chunk's compiled K-step function, from its closure (make_train_chunk returns only the wrapper).
-    scan_steps = next(c.cell_contents for c in chunk.__closure__
-                      if getattr(c.cell_contents, "__name__", "") == "scan_steps")
     shuffled = (data.reshape(data.shape[0], -1), None)  # the epoch's copy of the set: only its shape matters
-    hlo = scan_steps.lower(state, shuffled, data, None, num_steps=k).compile().as_text()
+    hlo = chunk.scan_steps.lower(state, shuffled, data, None, num_steps=k).compile().as_text()
     param_shapes = {f"f32[{','.join(map(str, x.shape))}]" for x in jax.tree.leaves((state.g_params, state.d_params))
                     if x.ndim == 2}
     cats = _categories(hlo, param_shapes)

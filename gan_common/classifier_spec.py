@@ -116,7 +116,7 @@ def load_classifier_tensors(dataset: str = "mnist", path: str | None = None, che
     try:
         tensors = load_file(path)
     except Exception as e:  # safetensors raises its own error types for corrupt headers
-        raise UserError(f"{path} is not a readable safetensors file ({type(e).__name__}: {e})")
+        raise UserError(f"{path} is not a readable safetensors file ({type(e).__name__}: {e})") from None
     for key, want in SHAPES.items():
         if key not in tensors or tensors[key].shape != want:
             got = tensors[key].shape if key in tensors else "missing"

@@ -8,14 +8,23 @@ import argparse
 import dataclasses
 import json
 import os
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
 from gan_common.classifier_spec import EVAL_DATASETS
 from gan_common.config import NUM_CLASSES, PRESETS, Config, flag_name, validate
 from gan_common.errors import UserError
-from gan_common.evaluation import MIN_SAMPLES, REFERENCE_SIZE, REFERENCES, Evaluator, check_images, format_table, load_samples
+from gan_common.evaluation import (
+    MIN_SAMPLES,
+    REFERENCE_SIZE,
+    REFERENCES,
+    Evaluator,
+    check_images,
+    format_table,
+    load_samples,
+)
 from gan_common.outputs import save_grid
 from gan_common.sampling import sample_labels, sample_noise
 
@@ -67,9 +76,10 @@ def parse_sample_args(argv: Sequence[str] | None, prog: str) -> argparse.Namespa
     p = Parser(prog=prog, description="Write samples of a trained generator as .npy or a PNG grid.",
                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--checkpoint", required=True,
-                   help="a run folder (newest checkpoint), one checkpoint folder, or a weights.safetensors of either backend")
+                   help="a run folder (newest checkpoint), one checkpoint folder, or a weights.safetensors of "
+                   "either backend")
     p.add_argument("--num", type=int, default=64, help="number of samples")
-    p.add_argument("--out", required=True, help="FILE.npy: float32 (N, 28, 28, 1) in [-1, 1]; FILE.png: a grid")
+    p.add_argument("--out", required=True, help="FILE.npy: float32 (N, H, W, C) in [-1, 1]; FILE.png: a grid")
     p.add_argument("--seed", type=int, default=0, help="seed of the noise z ~ N(0, I) (NumPy, so both backends agree)")
     p.add_argument("--label", type=int, default=None,
                    help="conditional models only: every sample of this class, 0..9 (default: classes 0..9 cycling, "
@@ -100,7 +110,7 @@ def write_samples(generate: Callable[..., np.ndarray], config: Config, args: arg
         else:  # cycling classes: ten columns, so column k is class k
             save_grid(images, args.out, nrow=NUM_CLASSES if labels is not None and args.label is None else None)
     except OSError as e:
-        raise UserError(f"cannot write --out {args.out!r}: {e.strerror or e}")
+        raise UserError(f"cannot write --out {args.out!r}: {e.strerror or e}") from None
     print(f"wrote {len(images)} samples {images.shape[1:]} to {args.out}")
 
 
@@ -117,7 +127,7 @@ def generate_images(generate: Callable[..., np.ndarray], latent_dim: int, num: i
                     labels: np.ndarray | None = None) -> np.ndarray:
     """`num` images from a backend's `load_generator` function (it batches itself), z ~ N(0, I)
     from `seed` as in the sample CLI, so either backend sees the same z; `labels` (num,) for a conditional G."""
-    return np.asarray(generate(sample_noise(num, latent_dim, seed), labels))  # (N, 28, 28, 1)
+    return np.asarray(generate(sample_noise(num, latent_dim, seed), labels))  # (N, H, W, C)
 
 
 def evaluate_main(argv: Sequence[str] | None, prog: str, evaluator: Callable[..., Evaluator],

@@ -66,7 +66,8 @@ class Config:
     # --- the game ---
     g_loss: str = _field(
         "non_saturating",
-        "G's loss: non_saturating -log D(G(z)) (strong early gradients) or minimax log(1 - D(G(z))) (the original formula)",
+        "G's loss: non_saturating -log D(G(z)) (strong early gradients) or minimax log(1 - D(G(z))) "
+        "(the original formula)",
         choices=G_LOSSES,
     )
     loss: str = _field(
@@ -118,7 +119,8 @@ class Config:
     )
     eval_samples: int = _field(2000, "generated images per --eval-every evaluation (more: less noisy, slower)")
     steps_per_call: int = _field(
-        100, "training steps per compiled call (JAX lax.scan length); the host only wakes between calls"
+        100, "training steps per call of the backend between host wake-ups (gan_jax: one compiled lax.scan of "
+        "this many steps; gan_torch: that many eager steps); logging, grids and checkpoints happen between calls"
     )
     resume: bool = _field(False, "continue the run in --out-dir from its newest checkpoint")
     # --- the hardware: numerics and layout ---
@@ -179,14 +181,16 @@ class Config:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
 
     @classmethod
-    def from_json_file(cls, path: str) -> "Config":
+    def from_json_file(cls, path: str) -> Config:
         try:
             with open(path) as f:
                 raw = json.load(f)
             names = {f.name for f in dataclasses.fields(cls)}
             return cls(**{k: v for k, v in raw.items() if k in names})
         except (OSError, ValueError, TypeError) as e:
-            raise UserError(f"cannot read run config {path}: {e}; expected a config.json written by a training run")
+            raise UserError(
+                f"cannot read run config {path}: {e}; expected a config.json written by a training run"
+            ) from None
 
 
 def _widths(text: str, flag: str) -> tuple[int, ...]:
@@ -321,4 +325,6 @@ def out_dir_is_writable(path: str) -> None:
             f.write("ok")
         os.remove(probe)
     except OSError as e:
-        raise UserError(f"--out-dir {path!r} is not writable ({e.strerror or e}); choose a folder you can write to")
+        raise UserError(
+            f"--out-dir {path!r} is not writable ({e.strerror or e}); choose a folder you can write to"
+        ) from None

@@ -56,7 +56,7 @@ def _read_bytes(path: str) -> bytes:
                     raw = f.read()
                 return gzip.decompress(raw) if candidate.endswith(".gz") else raw
             except (OSError, EOFError, gzip.BadGzipFile) as e:
-                raise UserError(f"cannot read {candidate}: {e}; expected a (gzipped) IDX file")
+                raise UserError(f"cannot read {candidate}: {e}; expected a (gzipped) IDX file") from None
     raise UserError(f"missing data file {path}[.gz]; expected the four IDX files {', '.join(IDX_FILES.values())}")
 
 
@@ -101,14 +101,16 @@ def _load_tfds(name: str, split: str, data_dir: str) -> tuple[np.ndarray, np.nda
     try:
         import tensorflow_datasets as tfds
     except ImportError:
-        raise UserError(f"--data-source tfds needs tensorflow-datasets, which is not installed; {TFDS_FIX}")
+        raise UserError(f"--data-source tfds needs tensorflow-datasets, which is not installed; {TFDS_FIX}") from None
     try:
         source = tfds.data_source(name, split=split, data_dir=data_dir or None)
         n = len(source)
         examples = [source[i] for i in range(n)]
     except Exception as e:  # tfds raises many types here (no TF, no network, not prepared)
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"tensorflow-datasets could not provide {name}/{split} ({type(e).__name__}: {first}); {TFDS_FIX}")
+        raise UserError(
+            f"tensorflow-datasets could not provide {name}/{split} ({type(e).__name__}: {first}); {TFDS_FIX}"
+        ) from None
     images = np.stack([np.asarray(ex["image"], dtype=np.uint8) for ex in examples])
     labels = np.asarray([ex["label"] for ex in examples], dtype=np.int64)
     if images.ndim == 3:

@@ -14,7 +14,7 @@ FID falls with N, so compare it only at the same N (10000, the size of the refer
 from __future__ import annotations
 
 import os
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -74,8 +74,8 @@ def check_images(images: np.ndarray, what: str = "images") -> np.ndarray:
 
 
 def score(
-    feats: np.ndarray, probs: np.ndarray, ref: dict[str, np.ndarray], kid_subset_size: int = 1000, kid_subsets: int = 100,
-    seed: int = 0, dataset: str = "mnist",
+    feats: np.ndarray, probs: np.ndarray, ref: dict[str, np.ndarray], kid_subset_size: int = 1000,
+    kid_subsets: int = 100, seed: int = 0, dataset: str = "mnist",
 ) -> dict[str, float | int]:
     """All metrics of classifier outputs (N, 128) and (N, 10) against `Evaluator.reference_outputs(name)`
     of `dataset`'s evaluator, under metric_keys(dataset)."""
@@ -83,7 +83,9 @@ def score(
     coverage = metrics.mode_coverage(probs.argmax(1), ref["labels"])
     precision, recall = metrics.precision_recall(ref["feats"], feats, k=3)
     return {
-        fid_key(dataset): metrics.frechet_distance_from_moments(*metrics.feature_moments(feats), ref["mu"], ref["sigma"]),
+        fid_key(dataset): metrics.frechet_distance_from_moments(
+            *metrics.feature_moments(feats), ref["mu"], ref["sigma"]
+        ),
         "kid": kid,
         "kid_std": kid_std,
         "classifier_score": metrics.classifier_score(probs),
@@ -108,7 +110,7 @@ def load_samples(path: str) -> np.ndarray:
     try:
         images = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as e:
-        raise UserError(f"{path} is not a readable .npy array ({type(e).__name__}: {e})")
+        raise UserError(f"{path} is not a readable .npy array ({type(e).__name__}: {e})") from None
     return check_images(images, what=f"samples in {path}")
 
 
@@ -156,7 +158,9 @@ class Evaluator:
         ref = self.reference_outputs("test")
         feats, probs = self.features_and_probs(check_images(images))
         out = {
-            self.fid_key: metrics.frechet_distance_from_moments(*metrics.feature_moments(feats), ref["mu"], ref["sigma"]),
+            self.fid_key: metrics.frechet_distance_from_moments(
+                *metrics.feature_moments(feats), ref["mu"], ref["sigma"]
+            ),
             "classes_covered": metrics.mode_coverage(probs.argmax(1), ref["labels"])["classes_covered"],
         }
         return out if labels is None else {**out, **metrics.per_class_accuracy(probs.argmax(1), labels)}

@@ -15,17 +15,25 @@ import os
 import signal
 import sys
 import time
-from typing import Any, Callable, Protocol, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
 import numpy as np
-
 from tqdm import tqdm
 
 from gan_common.config import Config, out_dir_is_writable, resume_config
 from gan_common.datasets import load_dataset
 from gan_common.errors import UserError
-from gan_common.outputs import (CHECKPOINT_DIR, CONFIG_FILE, LOSSES_PLOT, METRICS_FILE, SAMPLES_DIR, plot_losses,
-                                save_grid, truncate_metrics)
+from gan_common.outputs import (
+    CHECKPOINT_DIR,
+    CONFIG_FILE,
+    LOSSES_PLOT,
+    METRICS_FILE,
+    SAMPLES_DIR,
+    plot_losses,
+    save_grid,
+    truncate_metrics,
+)
 from gan_common.sampling import CLASS_GRID_COLUMNS, sample_labels, sample_noise
 
 METRIC_NAMES = ("d_loss", "g_loss", "d_real", "d_fake")  # columns of a backend's per-step metrics
@@ -53,7 +61,8 @@ class Backend(Protocol):
         """Write a checkpoint at `self.step` atomically; return its path."""
 
     def generate(self, z: np.ndarray, labels: np.ndarray | None = None) -> np.ndarray:
-        """Images (N, H, W, C) in [-1, 1] from noise z (N, latent_dim) (and classes (N,), --conditional), for --eval-every."""
+        """Images (N, H, W, C) in [-1, 1] from noise z (N, latent_dim) (and classes (N,), --conditional),
+        for --eval-every."""
 
 
 class Checkpointer(Protocol):
@@ -105,7 +114,7 @@ class _SigintFlag:
     def __init__(self) -> None:
         self.requested = False
 
-    def __enter__(self) -> "_SigintFlag":
+    def __enter__(self) -> _SigintFlag:
         self._old = signal.getsignal(signal.SIGINT)
         try:
             signal.signal(signal.SIGINT, self._handle)
@@ -161,7 +170,7 @@ def train_loop(config: Config, backend: Backend, total_steps: int, steps_per_epo
             rate = (step - step_log) / max(now - t_log, 1e-9)
             t_log, step_log = now, step
             last = {"step": step, "epoch": step / steps_per_epoch,
-                    **{k: float(v) for k, v in zip(METRIC_NAMES, rows.mean(axis=0))},
+                    **{k: float(v) for k, v in zip(METRIC_NAMES, rows.mean(axis=0), strict=True)},
                     "steps_per_s": rate, "wall_time": time.time(), "elapsed_s": time.time() - t_start}
             if evaluator is not None and config.eval_every and step % config.eval_every == 0:
                 last.update(evaluator(backend.generate(eval_z, eval_labels), eval_labels))
@@ -176,7 +185,8 @@ def train_loop(config: Config, backend: Backend, total_steps: int, steps_per_epo
         saved_step = backend.step
         while backend.step < total_steps and not sigint.requested:
             step = backend.step
-            intervals = (config.log_every, config.sample_every, config.checkpoint_every, config.eval_every or total_steps)
+            intervals = (config.log_every, config.sample_every, config.checkpoint_every,
+                         config.eval_every or total_steps)
             stop = min(total_steps, step + config.steps_per_call, *(_next_boundary(step, e) for e in intervals))
             pending.append((step, backend.run(stop - step)))
             bar.update(stop - step)

@@ -106,7 +106,9 @@ def kernel_inception_distance(
     rng = np.random.default_rng(seed)
     values = np.array(
         [
-            _mmd2_unbiased_poly(x[rng.choice(x.shape[0], m, replace=False)], y[rng.choice(y.shape[0], m, replace=False)])
+            _mmd2_unbiased_poly(
+                x[rng.choice(x.shape[0], m, replace=False)], y[rng.choice(y.shape[0], m, replace=False)]
+            )
             for _ in range(n_subsets)
         ]
     )

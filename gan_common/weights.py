@@ -59,7 +59,7 @@ def load_weights(path: str) -> tuple[dict[str, np.ndarray], Config]:
             meta = f.metadata() or {}
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as e:  # safetensors raises its own error types for corrupt headers
-        raise UserError(f"{path} is not a readable safetensors file ({type(e).__name__}: {e})")
+        raise UserError(f"{path} is not a readable safetensors file ({type(e).__name__}: {e})") from None
     if meta.get("format") != "gan-neutral-v1" or "config" not in meta:
         raise UserError(f"{path} is a safetensors file but not a gan neutral weight file (no gan-neutral-v1 metadata)")
     raw = json.loads(meta["config"])

@@ -4,7 +4,7 @@ loop), `train_and_evaluate`, and `load_generator`, what the sample and evaluate 
 from __future__ import annotations
 
 import os
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp

@@ -17,8 +17,15 @@ import orbax.checkpoint as ocp
 from flax import nnx
 
 from gan_common.errors import UserError
-from gan_common.weights import (EMA_NET, WEIGHTS_FILE, latest_step_dir, load_weights, resolve_weights_file,
-                                 sampling_tensors, save_weights)
+from gan_common.weights import (
+    EMA_NET,
+    WEIGHTS_FILE,
+    latest_step_dir,
+    load_weights,
+    resolve_weights_file,
+    sampling_tensors,
+    save_weights,
+)
 from gan_jax import parallel
 from gan_jax.step import Gan, TrainState, create
 
@@ -54,7 +61,8 @@ def export_weights(g_params: nnx.State, d_params: nnx.State, g_stats: nnx.State 
 
 def import_weights(tensors: dict[str, np.ndarray], g_params: nnx.State, d_params: nnx.State, g_stats: nnx.State,
                    d_stats: nnx.State) -> tuple[nnx.State, nnx.State, nnx.State, nnx.State]:
-    """Neutral tensors -> new (g_params, d_params, g_stats, d_stats) shaped like the given ones; every key must match."""
+    """Neutral tensors -> new (g_params, d_params, g_stats, d_stats) shaped like the given ones; every key
+    must match."""
     result = []
     for net, state in (("generator", g_params), ("discriminator", d_params), ("generator", g_stats),
                        ("discriminator", d_stats)):
@@ -129,7 +137,7 @@ def restore_latest(root: str, gan: Gan, state: TrainState) -> TrainState:
     except Exception as e:  # orbax/tensorstore raise many types for damaged files
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
         raise UserError(f"checkpoint {folder} is unreadable or corrupt ({type(e).__name__}: {first}); "
-                        f"delete that step folder to resume from the one before, or start afresh")
+                        f"delete that step folder to resume from the one before, or start afresh") from None
     return state._replace(**restored["state"])
 
 

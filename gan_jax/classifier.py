@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import os
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -79,7 +79,8 @@ def save_classifier(model: MnistClassifier, path: str, test_accuracy: float, dat
 
 def load_classifier(dataset: str = "mnist", path: str | None = None, check_sha256: bool = True) -> MnistClassifier:
     """`dataset`'s shipped classifier (or the file at `path`), refused unless its SHA-256 is the one pinned."""
-    tensors = load_classifier_tensors(dataset, path, check_sha256)  # checked shapes, HWIO / (in, out) as flax keeps them
+    # checked shapes, HWIO / (in, out) as flax keeps them
+    tensors = load_classifier_tensors(dataset, path, check_sha256)
     model = MnistClassifier(nnx.Rngs(0), dataset)
     for layer in LAYERS:
         for p in ("kernel", "bias"):
@@ -88,7 +89,9 @@ def load_classifier(dataset: str = "mnist", path: str | None = None, check_sha25
 
 
 # ------------------------------------------------------------------ inference
-def make_forward(model: MnistClassifier, batch_size: int = 500) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
+def make_forward(
+    model: MnistClassifier, batch_size: int = 500
+) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
     """A host function images (N, 28, 28, 1) in [-1, 1] -> (feats (N, 128), probs (N, 10)) float32.
 
     One jitted forward at a fixed batch size (the last batch is padded), so any N compiles once.
@@ -113,7 +116,10 @@ def make_forward(model: MnistClassifier, batch_size: int = 500) -> Callable[[np.
             if pad:
                 batch = np.concatenate([batch, np.zeros((pad, 28, 28, 1), np.float32)])
             f, p = forward(state, batch)
-            feats[s : s + batch_size], probs[s : s + batch_size] = np.asarray(f)[: batch_size - pad], np.asarray(p)[: batch_size - pad]
+            feats[s : s + batch_size], probs[s : s + batch_size] = (
+                np.asarray(f)[: batch_size - pad],
+                np.asarray(p)[: batch_size - pad],
+            )
         return feats, probs
 
     return run
@@ -135,7 +141,10 @@ def _random_shift(key: jax.Array, x: jax.Array, max_shift: int) -> jax.Array:
     b = x.shape[0]
     padded = jnp.pad(x, ((0, 0), (max_shift, max_shift), (max_shift, max_shift), (0, 0)), constant_values=-1.0)
     offsets = jax.random.randint(key, (b, 2), 0, 2 * max_shift + 1)  # (B, 2)
-    crop = lambda img, o: jax.lax.dynamic_slice(img, (o[0], o[1], 0), (28, 28, 1))
+
+    def crop(img, o):
+        return jax.lax.dynamic_slice(img, (o[0], o[1], 0), (28, 28, 1))
+
     return jax.vmap(crop)(padded, offsets)  # (B, 28, 28, 1)
 
 
@@ -183,5 +192,6 @@ def train_classifier(
             step_key = jax.random.fold_in(key, epoch * steps_per_epoch + i)
             losses.append(_train_step(model, optimizer, train.images[idx], train.labels[idx], step_key, max_shift))
         acc = accuracy(model, test.images, test.labels)
-        log(f"epoch {epoch + 1}/{epochs}: loss {float(np.mean(losses)):.4f}, test accuracy {acc:.4f}, {time.perf_counter() - start:.0f}s")
+        log(f"epoch {epoch + 1}/{epochs}: loss {float(np.mean(losses)):.4f}, test accuracy {acc:.4f}, "
+            f"{time.perf_counter() - start:.0f}s")
     return model, acc

@@ -14,7 +14,7 @@ fid_fashion_mnist; --dataset for --samples). FID falls with N, so compare it onl
 from __future__ import annotations
 
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from gan_common.cli import evaluate_main
 from gan_common.errors import cli_entry

@@ -4,7 +4,7 @@ the device, the host asleep until the call returns."""
 from __future__ import annotations
 
 import functools
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -24,10 +24,10 @@ def make_train_chunk(gan: Gan, num_train: int, step_fn: StepFn = train_step):
     so an epoch is one pass of D over the data. (One gather of N rows an epoch, ~20 ms for MNIST on
     a CPU, and a contiguous slice a step, rather than n_critic B scattered rows a step: faster at
     batch 64, benchmarks/RESULTS.md; it costs a second copy of the set on the device.) Each step draws
-    its noise from (key, step) and runs `step_fn` (`train_step`; tests pass one that records its inputs). The state is donated: its buffers are reused,
-    never copied. With --conditional, `data_labels` is the training set's (N,) int32 labels on the
-    device, shuffled with the images; each step draws its fakes' classes from (key, step)
-    (`step_labels`).
+    its noise from (key, step) and runs `step_fn` (`train_step`; tests pass one that records its
+    inputs). The state is donated: its buffers are reused, never copied. With --conditional,
+    `data_labels` is the training set's (N,) int32 labels on the device, shuffled with the images;
+    each step draws its fakes' classes from (key, step) (`step_labels`).
     On a mesh (`gan.mesh`), state and data are replicated and each device takes and draws only
     its slice of the batch: threefry's partitionable mode makes every slice of the noise equal to
     the same rows drawn on one device, so the run computes the same numbers on any number of
@@ -91,5 +91,8 @@ def make_train_chunk(gan: Gan, num_train: int, step_fn: StepFn = train_step):
         carried[:] = [state, shuffled, data, data_labels]
         return state, metrics
 
+    # The compiled K-step function itself, for tools that lower it (benchmarks/profile_step.py):
+    # scan_steps(state, (shuffled images (N, H W C), labels or None), data, data_labels, num_steps=K).
+    train_chunk.scan_steps = scan_steps
     return train_chunk
 

@@ -3,7 +3,7 @@ penalties. gan_torch.losses holds the same functions with the same names."""
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp

@@ -25,7 +25,16 @@ import jax.numpy as jnp
 from flax import nnx
 
 from gan_common.config import LABEL_EMBED_DIM, NUM_CLASSES, Config
-from gan_jax.layers import DCGAN_INIT, BatchNorm, Embed, Linear, dcgan_linear, strided_conv, strided_deconv, torch_linear_init
+from gan_jax.layers import (
+    DCGAN_INIT,
+    BatchNorm,
+    Embed,
+    Linear,
+    dcgan_linear,
+    strided_conv,
+    strided_deconv,
+    torch_linear_init,
+)
 
 
 def compute_dtype(config: Config):

@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from gan_common.cli import sample_main
 from gan_common.errors import cli_entry

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -222,7 +223,8 @@ def d_update(gan: Gan, state: TrainState, x: jax.Array, z_d: jax.Array, eps: jax
     (loss, (real_logits, fake_logits, d_stats)), grads = jax.value_and_grad(
         lambda p: d_objective(gan, p, state.d_stats, x, fake, eps, labels), has_aux=True)(state.d_params)
     updates, d_opt = gan.d_tx.update(grads, state.d_opt, state.d_params)
-    metrics = jnp.stack([loss, mean_d_output(real_logits, gan.config.loss), mean_d_output(fake_logits, gan.config.loss)])
+    metrics = jnp.stack([loss, mean_d_output(real_logits, gan.config.loss),
+                         mean_d_output(fake_logits, gan.config.loss)])
     state = state._replace(d_params=optax.apply_updates(state.d_params, updates), d_opt=d_opt, g_stats=g_stats,
                            d_stats=d_stats)
     return state, metrics

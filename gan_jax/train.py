@@ -11,7 +11,7 @@ gan_jax.fused.make_train_chunk, the run (folder, logs, grids, checkpoints) gan_c
 from __future__ import annotations
 
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from gan_common.cli import parse_args
 from gan_common.errors import cli_entry

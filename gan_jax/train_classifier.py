@@ -1,7 +1,8 @@
-"""Train a metrics classifier and write its weight file.
+r"""Train a metrics classifier and write its weight file.
 
     python -m gan_jax.train_classifier --out gan_common/assets/mnist_classifier.safetensors
-    python -m gan_jax.train_classifier --dataset fashion_mnist --out gan_common/assets/fashion_mnist_classifier.safetensors
+    python -m gan_jax.train_classifier --dataset fashion_mnist \
+        --out gan_common/assets/fashion_mnist_classifier.safetensors
 
 MNIST: 3 epochs on a 2-core CPU in a few minutes to >= 99% test accuracy; Fashion-MNIST: 5 epochs
 to >= 90% (docs/evaluation.md has the measured numbers). Prints the file's SHA-256, which must

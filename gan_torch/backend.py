@@ -4,7 +4,7 @@ a time), `train_and_evaluate`, and `load_generator`, what the sample and evaluat
 from __future__ import annotations
 
 import os
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -16,8 +16,16 @@ from gan_common.outputs import CHECKPOINT_DIR
 from gan_common.sampling import class_grid_inputs
 from gan_torch import checkpoint, parallel
 from gan_torch.classifier import features_and_probs
-from gan_torch.step import (TrainState, autocast, create, epoch_permutation, fixed_noise, sampling_generator,
-                            scale_images, train_step)
+from gan_torch.step import (
+    TrainState,
+    autocast,
+    create,
+    epoch_permutation,
+    fixed_noise,
+    sampling_generator,
+    scale_images,
+    train_step,
+)
 
 evaluator = evaluators(features_and_probs)  # evaluator(dataset): one per process and dataset, references cached
 

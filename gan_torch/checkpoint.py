@@ -22,8 +22,16 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from gan_common.errors import UserError
-from gan_common.weights import (EMA_NET, WEIGHTS_FILE, latest_step_dir, load_weights, resolve_weights_file,
-                                 sampling_tensors, save_weights, step_dirs)
+from gan_common.weights import (
+    EMA_NET,
+    WEIGHTS_FILE,
+    latest_step_dir,
+    load_weights,
+    resolve_weights_file,
+    sampling_tensors,
+    save_weights,
+    step_dirs,
+)
 from gan_torch.step import Gan, TrainState, create
 
 KEEP = 3  # newest checkpoints kept; older step folders are deleted
@@ -165,7 +173,7 @@ def restore_latest(root: str, gan: Gan, state: TrainState) -> TrainState:
         stored = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # pickle and zip errors of many types for damaged files
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        raise UserError(f"checkpoint {path} is unreadable or corrupt ({type(e).__name__}: {first}); {fix}")
+        raise UserError(f"checkpoint {path} is unreadable or corrupt ({type(e).__name__}: {first}); {fix}") from None
     if not isinstance(stored, dict) or stored.get("format") != FORMAT:
         raise UserError(f"checkpoint {path} is not a gan_torch checkpoint (no {FORMAT} marker); {fix}")
     try:
@@ -179,7 +187,9 @@ def restore_latest(root: str, gan: Gan, state: TrainState) -> TrainState:
         state.step = int(stored["step"])
     except (KeyError, RuntimeError, ValueError, TypeError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        raise UserError(f"checkpoint {path} does not fit this run's models ({type(e).__name__}: {first}); {fix}")
+        raise UserError(
+            f"checkpoint {path} does not fit this run's models ({type(e).__name__}: {first}); {fix}"
+        ) from None
     return state
 
 

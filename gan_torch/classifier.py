@@ -44,7 +44,8 @@ class MnistClassifier(nn.Module):
 
 
 def load_classifier(dataset: str = "mnist", path: str | None = None, check_sha256: bool = True) -> MnistClassifier:
-    """`dataset`'s shipped classifier (or the file at `path`) in eval mode, refused unless its SHA-256 is the one pinned."""
+    """`dataset`'s shipped classifier (or the file at `path`) in eval mode, refused unless its SHA-256 is
+    the one pinned."""
     tensors = load_classifier_tensors(dataset, path, check_sha256)
     state = {}
     for layer in LAYERS:

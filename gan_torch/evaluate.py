@@ -14,7 +14,7 @@ it only at the same --num (10000, the size of the reference).
 from __future__ import annotations
 
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from gan_common.cli import evaluate_main
 from gan_common.errors import cli_entry

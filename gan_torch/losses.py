@@ -3,7 +3,7 @@ penalties. gan_jax.losses holds the same functions with the same names."""
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F

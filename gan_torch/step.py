@@ -117,9 +117,9 @@ def update_ema(ema: torch.nn.Module, generator: torch.nn.Module, decay: float) -
 
     Buffers (a DCGAN G's BatchNorm running statistics) are copied, not averaged: the EMA samples
     with G's live running statistics, as gan_jax's `sampling_params` with `state.g_stats`."""
-    for e, p in zip(ema.parameters(), generator.parameters()):
+    for e, p in zip(ema.parameters(), generator.parameters(), strict=True):
         e.copy_(decay * e + (1 - decay) * p)
-    for e, b in zip(ema.buffers(), generator.buffers()):
+    for e, b in zip(ema.buffers(), generator.buffers(), strict=True):
         e.copy_(b)
 
 

@@ -13,7 +13,7 @@ checkpoints) gan_common.loop.
 from __future__ import annotations
 
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from gan_common.cli import parse_args
 from gan_common.errors import cli_entry
