@@ -62,6 +62,7 @@ def test_fid_and_coverage_agree():
     assert t["classes_covered"] == j["classes_covered"] == 10
 
 
+@pytest.mark.slow
 def test_torch_evaluate_cli_writes_the_jax_keys(tmp_path, test_images):
     from gan_jax import evaluate as jax_evaluate
 

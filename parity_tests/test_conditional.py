@@ -127,6 +127,7 @@ def test_one_step_losses_and_gradients_agree_with_labels(spec, mnist, mnist_labe
 NUM_STEPS = 100
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("spec", CONDITIONAL_SPECS, ids=IDS)
 def test_float64_runs_are_the_same_run(spec, mnist, mnist_labels):
     config = spec.config

@@ -63,6 +63,7 @@ def test_accuracy_on_test_set(test_images):
     np.testing.assert_allclose(few_probs, probs[:37], rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_evaluate_cli_on_real_images(tmp_path, test_images, capsys):
     images, _ = test_images
     samples, out = tmp_path / "real.npy", tmp_path / "metrics.json"

@@ -23,7 +23,7 @@ NETS = {"mlp": TINY, "dcgan": [a for a in TINY if a not in ("--g-hidden", "--d-h
         + ["--arch", "dcgan", "--g-channels", "4", "--d-channels", "4", "--d-norm", "spectral"]}
 EVAL = ["--eval-every", "4", "--eval-samples", "100"]
 
-pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]  # tests/conftest.py
 
 
 def _main(backend: str, module: str):
@@ -80,8 +80,8 @@ def test_resume_equals_uninterrupted(runs, backend, tmp_path):
 
 
 def test_sample_label_draws_that_class_from_either_backends_checkpoint(runs, tmp_path):
-    from gan_jax.backend import load_generator
     from gan_common.sampling import sample_noise
+    from gan_jax.backend import load_generator
 
     for trained_by in BACKENDS:
         run = runs[trained_by]

@@ -109,6 +109,7 @@ def test_package_checksums_are_the_published_ones():
     assert "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db" in sums  # train images, published
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend, arch", [("gan_jax", "dcgan"), ("gan_torch", "dcgan"), ("gan_jax", "mlp")])
 def test_cifar10_trains_from_tfds_offline(backend, arch, tmp_path):
     """CIFAR-10 (32x32x3) comes only from tensorflow-datasets: mocked here (no network), trained a few steps."""

@@ -14,12 +14,14 @@ from gan_common.errors import UserError
 TINY = ["--arch", "dcgan", "--g-channels", "4", "--d-channels", "4", "--latent-dim", "8", "--batch-size", "8",
         "--log-every", "4", "--sample-every", "8", "--checkpoint-every", "4", "--steps-per-call", "4"]
 
-pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]  # tests/conftest.py
 
 
 def _backends():
-    from gan_jax import backend as jax_backend, train as jax_train
-    from gan_torch import backend as torch_backend, train as torch_train
+    from gan_jax import backend as jax_backend
+    from gan_jax import train as jax_train
+    from gan_torch import backend as torch_backend
+    from gan_torch import train as torch_train
 
     return {"jax": (jax_train.main, jax_backend.load_generator), "torch": (torch_train.main, torch_backend.load_generator)}
 
@@ -70,6 +72,7 @@ def test_either_backend_samples_either_checkpoint_in_eval_mode(runs, trained_by)
 
 def test_torch_backend_samples_in_eval_mode_and_stays_in_train_mode():
     import torch
+
     from gan_common.config import Config
     from gan_torch.backend import TorchBackend
 

@@ -16,7 +16,7 @@ TINY = ["--log-every", "4", "--sample-every", "8", "--checkpoint-every", "4", "-
         "--latent-dim", "16", "--g-hidden", "64", "--d-hidden", "64", "--steps-per-call", "2", "--ema-decay", "0.9"]
 BACKENDS = ["gan_jax", "gan_torch"]
 
-pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]  # tests/conftest.py
 
 
 def _train(backend: str, *argv: str) -> None:

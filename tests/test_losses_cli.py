@@ -20,7 +20,7 @@ TINY = ["--steps", "4", "--log-every", "2", "--sample-every", "4", "--checkpoint
         "--latent-dim", "16", "--g-hidden", "64", "--d-hidden", "64", "--steps-per-call", "2"]
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]  # tests/conftest.py
 
 
 @pytest.mark.parametrize("loss", LOSS_FLAGS)

@@ -34,6 +34,7 @@ def _state(run: str, step: int) -> dict:
     return torch.load(os.path.join(run, "checkpoints", str(step), "state.pt"), weights_only=True)
 
 
+@pytest.mark.slow
 def test_cli_writes_every_output(run40):
     assert json.load(open(os.path.join(run40, "config.json")))["steps"] == 40
     rows = [json.loads(line) for line in open(os.path.join(run40, "metrics.jsonl"))]
@@ -60,6 +61,7 @@ def test_cli_writes_every_output(run40):
     assert int(state["g_opt"]["state"][0]["step"]) == 40  # Adam's bias-correction count
 
 
+@pytest.mark.slow
 def test_resume_equals_uninterrupted(run40, tmp_path):
     b = str(tmp_path / "b")
     assert run_cli("--out-dir", b, "--steps", "20", *FAST) == 0  # "interrupted" at step 20
@@ -86,6 +88,7 @@ def _one_error_line(capsys) -> str:
     return lines[0]
 
 
+@pytest.mark.slow
 def test_resume_rejects_corrupt_missing_and_foreign_checkpoints(run40, tmp_path, capsys):
     import shutil
 
@@ -113,6 +116,7 @@ def test_resume_rejects_corrupt_missing_and_foreign_checkpoints(run40, tmp_path,
     assert "holds no run" in _one_error_line(capsys)
 
 
+@pytest.mark.slow
 def test_a_checkpoint_of_another_shape_is_refused(run40, tmp_path, capsys):
     import shutil
 
@@ -125,6 +129,7 @@ def test_a_checkpoint_of_another_shape_is_refused(run40, tmp_path, capsys):
     assert "does not fit this run's models" in _one_error_line(capsys)
 
 
+@pytest.mark.slow
 def test_sample_cli_writes_npy_and_png(run40, tmp_path):
     npy, png = str(tmp_path / "s.npy"), str(tmp_path / "s.png")
     assert sample.main(["--checkpoint", run40, "--num", "10", "--out", npy]) == 0
@@ -178,6 +183,7 @@ def test_epochs_are_fresh_permutations_and_the_partial_batch_is_dropped():
     assert epochs[0] != epochs[1]  # a fresh order each epoch
 
 
+@pytest.mark.slow
 def test_bf16_trains_in_float32_parameters(tmp_path):
     out = str(tmp_path / "bf16")
     assert run_cli("--out-dir", out, "--steps", "20", "--precision", "bf16", *FAST) == 0

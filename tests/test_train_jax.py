@@ -57,6 +57,7 @@ def run40(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_cli_writes_every_output(run40):
     assert json.load(open(os.path.join(run40, "config.json")))["steps"] == 40
     rows = [json.loads(line) for line in open(os.path.join(run40, "metrics.jsonl"))]
@@ -80,11 +81,13 @@ def test_cli_writes_every_output(run40):
     assert len(weights) == 12
 
 
+@pytest.mark.slow
 def test_out_dir_holding_a_run_is_refused_without_resume(run40, capsys):
     assert run_cli("--out-dir", run40, "--steps", "5") == 2
     assert "already holds a run; pass --resume" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_sample_cli_writes_npy_and_png(run40, tmp_path):
     npy, png = str(tmp_path / "s.npy"), str(tmp_path / "s.png")
     assert sample.main(["--checkpoint", run40, "--num", "10", "--out", npy]) == 0
@@ -94,6 +97,7 @@ def test_sample_cli_writes_npy_and_png(run40, tmp_path):
     assert os.path.getsize(png) > 0
 
 
+@pytest.mark.slow
 def test_evaluate_cli_scores_a_checkpoint(run40, tmp_path):
     out = str(tmp_path / "eval.json")
     assert gan_jax_evaluate.main(["--checkpoint", run40, "--num", "500", "--json", out]) == 0
@@ -114,6 +118,7 @@ def test_sample_cli_rejects_missing_and_corrupt_checkpoints(tmp_path, capsys):
     assert "not a readable safetensors file" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_resume_equals_uninterrupted(tmp_path):
     a, b = str(tmp_path / "a"), str(tmp_path / "b")
     assert run_cli("--out-dir", a, "--steps", "50", *FAST) == 0
@@ -128,6 +133,7 @@ def test_resume_equals_uninterrupted(tmp_path):
     assert [(r["step"], r["d_loss"], r["g_loss"]) for r in la] == [(r["step"], r["d_loss"], r["g_loss"]) for r in lb]
 
 
+@pytest.mark.slow
 def test_resume_restores_the_optimiser_state_and_step(tmp_path):
     out = str(tmp_path / "r")
     assert run_cli("--out-dir", out, "--steps", "20", *FAST) == 0
@@ -138,6 +144,7 @@ def test_resume_restores_the_optimiser_state_and_step(tmp_path):
     assert int(state.g_opt[0].count) == 20  # Adam's bias-correction count resumes too
 
 
+@pytest.mark.slow
 def test_same_seed_twice_is_bit_identical_and_another_seed_differs():
     config = Config(steps=30)
     data = np.random.default_rng(0).integers(0, 256, (640, 28, 28, 1), dtype=np.uint8)
@@ -151,6 +158,7 @@ def test_same_seed_twice_is_bit_identical_and_another_seed_differs():
     assert not np.array_equal(runs[0], runs[2])
 
 
+@pytest.mark.slow
 def test_a_chunk_draws_what_step_by_step_draws_and_its_length_does_not_matter():
     """The fused loop draws all K steps' noise, interpolation weights and labels before its scan
     (one threefry call instead of several a step); what step t is fed must still be the (key, t)
@@ -209,6 +217,7 @@ def test_too_large_batch_and_unwritable_out_dir(tmp_path, capsys):
     assert "is not writable" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_device_counts_the_process_cannot_give_are_refused(tmp_path, capsys):
     """Once JAX has started with one CPU device, --devices 8 must say how to get 8."""
     assert len(jax.devices()) == 1  # starts JAX now if no earlier test did: too late to simulate 8
@@ -219,6 +228,7 @@ def test_device_counts_the_process_cannot_give_are_refused(tmp_path, capsys):
     assert not os.path.exists(tmp_path / "d8")  # refused before the run folder is written
 
 
+@pytest.mark.slow
 def test_bf16_trains_and_samples_in_float32_outputs(tmp_path):
     out = str(tmp_path / "bf16")
     assert run_cli("--out-dir", out, "--steps", "20", "--precision", "bf16", *FAST) == 0
@@ -232,6 +242,7 @@ def test_bf16_trains_and_samples_in_float32_outputs(tmp_path):
     assert config.precision == "bf16" and images.dtype == np.float32 and images.shape == (3, 28, 28, 1)
 
 
+@pytest.mark.slow
 def test_resume_rejects_missing_and_corrupt_checkpoints(tmp_path, capsys):
     assert run_cli("--out-dir", str(tmp_path / "empty"), "--resume") == 2
     assert "holds no run" in capsys.readouterr().err
@@ -271,6 +282,7 @@ class _DivergingBackend:
         return ""
 
 
+@pytest.mark.slow
 def test_nan_losses_stop_training_naming_the_step_and_keep_the_last_good_checkpoint(tmp_path):
     config = Config(out_dir=str(tmp_path), log_every=10, sample_every=100, checkpoint_every=20, steps_per_call=5)
     backend = _DivergingBackend(tmp_path)
@@ -279,6 +291,7 @@ def test_nan_losses_stop_training_naming_the_step_and_keep_the_last_good_checkpo
     assert backend.saved == [20]  # nothing written after the divergence
 
 
+@pytest.mark.slow
 def test_sigint_writes_a_checkpoint_and_exits_0_saying_how_to_resume(tmp_path):
     out = str(tmp_path / "r")
     proc = subprocess.Popen(
