@@ -144,17 +144,21 @@ def evaluate_main(argv: Sequence[str] | None, prog: str, evaluator: Callable[...
     source.add_argument("--real-baselines", action="store_true", help="score 10k training images (the floor)")
     parser.add_argument("--num", type=int, default=REFERENCE_SIZE, help="images to draw with --checkpoint "
                         "(a conditional model: classes 0..9 cycling, each scored apart as class_acc_K)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of z for --checkpoint and of KID's subsets")
+    parser.add_argument("--seed", type=int, default=0, help="seed of z for --checkpoint, of KID's subsets and of "
+                        "the C2ST's split and initial weights")
     parser.add_argument("--reference", default="test", choices=REFERENCES, help="10k real images to compare with")
     parser.add_argument("--dataset", choices=EVAL_DATASETS, help="whose classifier and real images to score with "
                         "(default: a --checkpoint's own dataset, otherwise mnist)")
     parser.add_argument("--data-dir", default="", help="folder of the dataset's four IDX files, for the real "
                         "images (default: where training finds them)")
+    parser.add_argument("--no-c2st", action="store_true", help="skip the classifier two-sample test (the c2st_* "
+                        "keys: a small convnet trained to tell the images from the reference's; seconds on a CPU)")
     parser.add_argument("--json", help="also write the metrics as one flat JSON object here")
     args = parser.parse_args(argv)
     labels = None  # the classes asked of a conditional checkpoint's G
+    c2st = not args.no_c2st
     if args.real_baselines:
-        results = evaluator(args.dataset or "mnist", data_dir=args.data_dir).real_baselines(args.seed)
+        results = evaluator(args.dataset or "mnist", data_dir=args.data_dir).real_baselines(args.seed, c2st)
     else:
         scorer = evaluator(args.dataset or "mnist", data_dir=args.data_dir)
         if args.checkpoint:
@@ -171,7 +175,7 @@ def evaluate_main(argv: Sequence[str] | None, prog: str, evaluator: Callable[...
                                   "generated images")
         else:
             images = load_samples(args.samples)
-        results = scorer.evaluate_images(images, args.reference, seed=args.seed, labels=labels)
+        results = scorer.evaluate_images(images, args.reference, seed=args.seed, labels=labels, c2st=c2st)
     print(format_table(results))
     if args.json:
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)

@@ -10,6 +10,7 @@ them only at log, sample and checkpoint boundaries, so the device runs ahead in 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import signal
@@ -225,7 +226,8 @@ def run_training(config: Config, workdir: str | None, given: set[str] | Sequence
     backend (restoring the newest checkpoint when resuming; `make_backend(config, images, labels)`),
     and train to the end.
     With --eval-every, `load_evaluator(dataset, data_source, data_dir)` gives the backend's
-    gan_common.evaluation.Evaluator of the run's dataset, whose `fid_and_coverage` the loop logs.
+    gan_common.evaluation.Evaluator of the run's dataset, whose `fid_and_coverage` the loop logs
+    (with --eval-c2st, its C2ST_KEYS too).
     `primary`: whether this process writes files (False on all but one process of a multi-process run)."""
     if workdir is not None:
         config = dataclasses.replace(config, out_dir=workdir)
@@ -240,8 +242,11 @@ def run_training(config: Config, workdir: str | None, given: set[str] | Sequence
         evaluator = load_evaluator(config.dataset, config.data_source, config.data_dir)
         evaluator.reference_outputs("test")  # an unreadable test split fails now, not at the first evaluation
     backend = make_backend(config, images, dataset.labels)
+    evaluate = None
+    if evaluator is not None:
+        evaluate = functools.partial(evaluator.fid_and_coverage, c2st=config.eval_c2st)  # (images, labels) -> dict
     return train_loop(config, backend, config.total_steps(images.shape[0]), config.steps_per_epoch(images.shape[0]),
-                      backend_name, evaluator.fid_and_coverage if evaluator else None)
+                      backend_name, evaluate)
 
 
 def _fetch_checked(backend: Backend, pending: list[tuple[int, Any]], checkpoint_dir: str) -> np.ndarray:

@@ -16,11 +16,12 @@ from gan_common.loop import run_training
 from gan_common.outputs import CHECKPOINT_DIR
 from gan_common.sampling import class_grid_inputs
 from gan_jax import checkpoint, parallel
+from gan_jax.c2st import c2st
 from gan_jax.classifier import features_and_probs
 from gan_jax.fused import StepFn, make_train_chunk
 from gan_jax.step import TrainState, create, fixed_noise, sampling_params, train_step
 
-evaluator = evaluators(features_and_probs)  # evaluator(dataset): one per process and dataset, references cached
+evaluator = evaluators(features_and_probs, c2st)  # evaluator(dataset): one per process and dataset, references cached
 
 
 class JaxBackend:

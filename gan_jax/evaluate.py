@@ -5,7 +5,8 @@
     python -m gan_jax.evaluate --real-baselines --dataset fashion_mnist
 
 Features and probabilities come from gan_jax.classifier; the checks, references, metrics and
-CLI are gan_common.evaluation's, shared with gan_torch.evaluate.
+CLI are gan_common.evaluation's, shared with gan_torch.evaluate. The c2st_* keys come from a
+classifier two-sample test that trains its own small convnet (gan_jax.c2st; --no-c2st skips it).
 A checkpoint is scored with the classifier of the dataset it was trained on (fid_mnist,
 fid_fashion_mnist; --dataset for --samples). FID falls with N, so compare it only at the same
 --num (10000, the size of the reference).

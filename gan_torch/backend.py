@@ -15,6 +15,7 @@ from gan_common.loop import run_training
 from gan_common.outputs import CHECKPOINT_DIR
 from gan_common.sampling import class_grid_inputs
 from gan_torch import checkpoint, parallel
+from gan_torch.c2st import c2st
 from gan_torch.classifier import features_and_probs
 from gan_torch.step import (
     TrainState,
@@ -27,7 +28,7 @@ from gan_torch.step import (
     train_step,
 )
 
-evaluator = evaluators(features_and_probs)  # evaluator(dataset): one per process and dataset, references cached
+evaluator = evaluators(features_and_probs, c2st)  # evaluator(dataset): one per process and dataset, references cached
 
 StepFn = Callable[..., tuple[TrainState, torch.Tensor]]  # train_step's signature
 

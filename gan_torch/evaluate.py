@@ -6,9 +6,10 @@
 
 The same CLI and keys as gan_jax.evaluate (gan_common.cli.evaluate_main), with the classifier run in
 torch (gan_torch.classifier, through gan_torch.backend.evaluator); the two agree to float32 rounding
-(parity_tests/test_classifier_parity.py). A checkpoint is scored with the classifier of the dataset it
-was trained on (fid_mnist, fid_fashion_mnist; --dataset for --samples). FID falls with N, so compare
-it only at the same --num (10000, the size of the reference).
+(parity_tests/test_classifier_parity.py). The c2st_* keys come from gan_torch.c2st (--no-c2st skips
+it). A checkpoint is scored with the classifier of the dataset it was trained on (fid_mnist,
+fid_fashion_mnist; --dataset for --samples). FID falls with N, so compare it only at the same --num
+(10000, the size of the reference).
 """
 
 from __future__ import annotations

@@ -72,9 +72,14 @@ def test_torch_evaluate_cli_writes_the_jax_keys(tmp_path, test_images):
     proc = subprocess.run(
         [sys.executable, "-m", "gan_torch.evaluate", "--samples", str(samples), "--json", str(torch_out)],
         cwd=REPO, capture_output=True, text=True,
-    )
+        env={**os.environ, "OMP_NUM_THREADS": "1"},  # one torch thread, as conftest.py sets in-process: the C2ST's
+    )  # 1,000 small Adam steps took 4x longer with two threads spinning against other jobs
     assert proc.returncode == 0, proc.stderr
     j, t = json.loads(jax_out.read_text()), json.loads(torch_out.read_text())
     assert list(t) == list(j) == list(evaluation.metric_keys("mnist"))
     assert t["num_samples"] == j["num_samples"] == 500 and t["classes_covered"] == j["classes_covered"]
     assert t["fid_mnist"] == pytest.approx(j["fid_mnist"], rel=1e-4)  # as in test_fid_and_coverage_agree
+    # The C2ST trains in each backend from the same weights on the same batches: two runs of one test
+    # (parity_tests/test_c2st_parity.py), each accuracy inside the other's interval.
+    assert t["c2st_num_test"] == j["c2st_num_test"] == 500
+    assert t["c2st_ci_low"] <= j["c2st_accuracy"] <= t["c2st_ci_high"]
