@@ -12,7 +12,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-from typing import Callable, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
 import numpy as np
 
@@ -73,14 +74,17 @@ class Adapter(Protocol):
     # labels: (y_real, y_d, y_g), only for --conditional (see `class_labels`; labelss: each (T, ...)).
     def step(self, x, z_d, z_g, eps=None, labels=None) -> np.ndarray: ...  # one real train_step -> metrics (4,)
     def steps(self, xs, z_ds, z_gs, epss=None, labelss=None) -> np.ndarray: ...  # T real train_steps -> (T, 4)
+    # The gradients are those the real train_step hands its optimisers (D's of its last update), in its dtype.
     def step_with_grads(self, x, z_d, z_g, eps=None, labels=None) -> tuple[np.ndarray, Tensors, Tensors]: ...
+    def params(self) -> Tensors: ...  # G's and D's parameters in the state's dtype (export rounds to float32)
     def penalty_with_grads(self, kind, x, fake, eps=None) -> tuple[float, Tensors]: ...  # "gp" / "r1", D's grads
     # Static: the backend's Adam factory, its Backend, its run and sample entry points.
     adam_run: Callable[..., Tensors]
     backend: Callable[..., object]
     backend_generate: Callable[..., np.ndarray]
     recorded_inputs: Callable[..., tuple[np.ndarray, ...]]
-    train_and_evaluate: Callable[..., dict]
+    trained_run: Callable[..., tuple[dict, object]]  # train_and_evaluate, keeping the Backend it trained
+    backend_export: Callable[..., Tensors]
     load_generator: Callable[..., tuple]
 
 
@@ -91,6 +95,7 @@ class JaxAdapter:
     def __init__(self, config: Config, dtype=np.float32):
         """Fresh models of `config`; dtype float64 needs `with float64():` around all use (JAX's x64 mode)."""
         import jax
+
         from gan_jax import step
 
         self.train = step
@@ -98,6 +103,7 @@ class JaxAdapter:
         self.dtype = dtype
         self.gan, self.state = step.create(config)
         self._step = jax.jit(functools.partial(step.train_step, self.gan))
+        self._recording_step = None  # train_step with `_recording` optimisers: built by step_with_grads
         self._scan = jax.jit(lambda state, xs, z_ds, z_gs, epss, labelss: jax.lax.scan(
             lambda s, inputs: self._step(s, *inputs), state, (xs, z_ds, z_gs, epss, labelss)))
 
@@ -127,46 +133,33 @@ class JaxAdapter:
         return np.asarray(_jit(self.gan.discriminate)(self.state.d_params, self.state.d_stats, x, labels))
 
     def step_with_grads(self, x, z_d, z_g, eps=None, labels=None) -> tuple[np.ndarray, Tensors, Tensors]:
-        """gan_jax.step.train_step on these inputs: its metrics, and the gradients of D's and G's objectives.
+        """One real gan_jax.step.train_step on these inputs: its metrics, and the gradients that step handed its
+        optimisers (D's of its last D update, G's), in the step's dtype (float64 runs: not rounded to float32).
 
-        train_step does not return its gradients, so they are recomputed here by jax.grad of the
-        same objectives (gan_jax.step.d_objective, then g_objective through the updated D), and the
-        recomputed losses are checked against the ones train_step itself reports. n_critic 1 only.
+        The step runs with each optimiser wrapped by `_recording`: Adam's own update passes through unchanged,
+        and the gradient it was given is kept in the optimiser state, where it is read. Nothing is recomputed.
         """
         import jax
-        import jax.numpy as jnp
-        import optax
-        from gan_jax.checkpoint import export_weights
 
-        gan, train = self.gan, self.train
-        assert gan.config.n_critic == 1, "step_with_grads compares one D update"
+        if self._recording_step is None:
+            recording = dataclasses.replace(self.gan, g_tx=_recording(self.gan.g_tx), d_tx=_recording(self.gan.d_tx))
+            self._recording_step = jax.jit(functools.partial(self.train.train_step, recording))
+        s = self.state
+        state = s._replace(g_opt=(s.g_opt, _zeros_like(s.g_params)), d_opt=(s.d_opt, _zeros_like(s.d_params)))
+        state, metrics = self._recording_step(state, x, z_d, z_g, eps, labels)
+        (g_opt, g_grads), (d_opt, d_grads) = state.g_opt, state.d_opt
+        self.state = state._replace(g_opt=g_opt, d_opt=d_opt)
+        return np.asarray(metrics), _jax_neutral(d_grads, "discriminator"), _jax_neutral(g_grads, "generator")
 
-        @jax.jit
-        def objectives_and_grads(state, x, z_d, z_g, eps, labels):
-            y_real, y_d, y_g = (None, None, None) if labels is None else labels
-            fake_d, g_stats = gan.generate_train(state.g_params, state.g_stats, z_d, y_d)
-            d_labels = None if labels is None else (y_real, y_d)
-            (d_loss, (_, _, d_stats)), d_grads = jax.value_and_grad(
-                lambda p: train.d_objective(gan, p, state.d_stats, x, fake_d, eps, d_labels),
-                has_aux=True)(state.d_params)
-            d_updates, _ = gan.d_tx.update(d_grads, state.d_opt, state.d_params)
-            d_params = optax.apply_updates(state.d_params, d_updates)
-            (g_loss, _), g_grads = jax.value_and_grad(
-                lambda p: train.g_objective(gan, p, g_stats, d_params, d_stats, z_g, y_g),
-                has_aux=True)(state.g_params)
-            return jnp.stack([d_loss, g_loss]), d_grads, g_grads
-
-        recomputed, d_grads, g_grads = objectives_and_grads(self.state, x, z_d, z_g, eps, labels)
-        metrics = self.step(x, z_d, z_g, eps, labels)
-        np.testing.assert_allclose(np.asarray(recomputed), metrics[:2], rtol=1e-6,
-                                   err_msg="harness objectives drifted from gan_jax.step.train_step")
-        grads = export_weights(g_grads, d_grads)
-        return metrics, _net(grads, "discriminator"), _net(grads, "generator")
+    def params(self) -> Tensors:
+        """G's and D's parameters (no running statistics) in the state's own dtype; `export` rounds to float32."""
+        return {**_jax_neutral(self.state.g_params, "generator"), **_jax_neutral(self.state.d_params, "discriminator")}
 
     def penalty_with_grads(self, kind: str, x, fake, eps=None) -> tuple[float, Tensors]:
         """gan_jax.step.gradient_penalty ("gp", weight gp_weight) or r1_penalty ("r1", weight r1_weight) on
         the current D: its value and its gradient w.r.t. D's parameters (a double backpropagation)."""
         import jax
+
         from gan_jax import losses
         from gan_jax.checkpoint import export_weights
 
@@ -196,6 +189,7 @@ class JaxAdapter:
         """gan_jax.step.adam(config) fed grads(0), grads(1), ... from `params`."""
         import jax
         import optax
+
         from gan_jax.step import adam
 
         tx = adam(config)
@@ -231,6 +225,7 @@ class JaxAdapter:
         ordered jax.debug.callback; the maths of the step is untouched.
         """
         import jax
+
         from gan_jax.backend import JaxBackend
         from gan_jax.step import train_step
 
@@ -244,13 +239,35 @@ class JaxAdapter:
         backend = JaxBackend(config, data_u8, labels=labels, step_fn=recording_step)
         backend.fetch(backend.run(num_steps))
         jax.effects_barrier()
-        return tuple(np.stack(a) for a in zip(*seen))
+        return tuple(np.stack(a) for a in zip(*seen, strict=True))
 
     @staticmethod
-    def train_and_evaluate(config: Config, workdir: str) -> dict:
-        from gan_jax.backend import train_and_evaluate
+    def trained_run(config: Config, workdir: str) -> tuple[dict, object]:
+        """gan_jax.backend.train_and_evaluate(config, workdir), what `python -m gan_jax.train` runs, keeping the
+        JaxBackend it trained: (last logged metrics, backend). Its calls, with make_backend wrapped to keep
+        what it returns, so a test can compare the run's files with the state the run ended with."""
+        from gan_common.loop import run_training
+        from gan_jax import backend, parallel
 
-        return train_and_evaluate(config, workdir)
+        kept = []
+
+        def make_backend(*args):
+            kept.append(backend.make_backend(*args))
+            return kept[-1]
+
+        parallel.init_runtime(config)
+        parallel.make_mesh(config)
+        metrics = run_training(config, workdir, (), make_backend, "gan_jax", backend.evaluator,
+                               primary=parallel.is_primary())
+        return metrics, kept[0]
+
+    @staticmethod
+    def backend_export(backend) -> Tensors:
+        """A Backend's current weights as neutral tensors (gan_jax.checkpoint.export_weights of its state)."""
+        from gan_jax.checkpoint import export_weights
+
+        s = backend.state
+        return export_weights(s.g_params, s.d_params, s.g_stats, s.d_stats, g_ema=s.g_ema)
 
     @staticmethod
     def load_generator(path: str):
@@ -259,15 +276,39 @@ class JaxAdapter:
         return load_generator(path)
 
 
-@contextlib.contextmanager
-def _patched(module, name: str, value):
-    """`module.name = value` for the block, restored after (a recording wrapper around the real step)."""
-    old = getattr(module, name)
-    setattr(module, name, value)
-    try:
-        yield
-    finally:
-        setattr(module, name, old)
+def _recording(tx):
+    """`tx` whose state also keeps the last gradient it was given, (tx's state, gradient); its updates are tx's."""
+    import optax
+
+    def init(params):
+        return tx.init(params), _zeros_like(params)
+
+    def update(grads, state, params=None):
+        updates, inner = tx.update(grads, state[0], params)
+        return updates, (inner, grads)
+
+    return optax.GradientTransformation(init, update)
+
+
+def _zeros_like(tree):
+    import jax
+    import jax.numpy as jnp
+
+    return jax.tree.map(jnp.zeros_like, tree)
+
+
+def _jax_neutral(state, net: str) -> Tensors:
+    """An nnx.State of `net` (params, or gradients shaped like them) -> neutral tensors in their own dtype:
+    gan_jax.checkpoint.export_weights's keys (flax's layouts are the neutral ones) without its float32 cast."""
+    from flax import nnx
+
+    def flat(tree: dict, prefix: str) -> Tensors:
+        out = {}
+        for k, v in tree.items():
+            out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": np.asarray(v)})
+        return out
+
+    return flat(nnx.to_pure_dict(state), net + ".")
 
 
 @functools.cache
@@ -293,7 +334,8 @@ class TorchAdapter:
         import torch
 
         gan, state = self.train.create(self.config)
-        for net in (state.generator, state.discriminator, state.g_ema):  # in place: the optimisers keep the same parameters
+        # in place: the optimisers keep the same parameters
+        for net in (state.generator, state.discriminator, state.g_ema):
             if net is not None:
                 net.to({np.float32: torch.float32, np.float64: torch.float64}[self.dtype])
         return gan, state
@@ -327,17 +369,20 @@ class TorchAdapter:
             return D(torch.from_numpy(x), _torch_or_none(labels)).float().numpy()
 
     def step_with_grads(self, x, z_d, z_g, eps=None, labels=None) -> tuple[np.ndarray, Tensors, Tensors]:
-        """gan_torch.step.train_step on these inputs: its metrics, and the .grad it leaves on each net."""
-        from gan_torch.checkpoint import export_weights
-
-        assert self.config.n_critic == 1, "step_with_grads compares one D update"
+        """One real gan_torch.step.train_step on these inputs: its metrics, and the .grad it leaves on each net
+        (D's of its last D update, G's), in the step's dtype (float64 runs: not rounded to float32)."""
         metrics = self.step(x, z_d, z_g, eps, labels)
-        grads = export_weights(self.state.generator, self.state.discriminator, grads=True)
+        grads = _torch_neutral(self.state.generator, self.state.discriminator, grads=True)
         return metrics, _net(grads, "discriminator"), _net(grads, "generator")
+
+    def params(self) -> Tensors:
+        """G's and D's parameters (no running statistics) in the state's own dtype; `export` rounds to float32."""
+        return _torch_neutral(self.state.generator, self.state.discriminator)
 
     def penalty_with_grads(self, kind: str, x, fake, eps=None) -> tuple[float, Tensors]:
         """gan_torch.losses.gradient_penalty ("gp") or r1_penalty ("r1") on the current D: value, D's .grad."""
         import torch
+
         from gan_torch import losses
         from gan_torch.checkpoint import export_weights
 
@@ -363,13 +408,14 @@ class TorchAdapter:
 
     def steps(self, xs, z_ds, z_gs, epss=None, labelss=None) -> np.ndarray:
         epss = [None] * len(xs) if epss is None else epss
-        labelss = [None] * len(xs) if labelss is None else list(zip(*labelss))  # T tuples (y_real, y_d, y_g)
-        return np.stack([self.step(*inputs) for inputs in zip(xs, z_ds, z_gs, epss, labelss)])
+        labelss = [None] * len(xs) if labelss is None else list(zip(*labelss, strict=True))  # T (y_real, y_d, y_g)
+        return np.stack([self.step(*inputs) for inputs in zip(xs, z_ds, z_gs, epss, labelss, strict=True)])
 
     @staticmethod
     def adam_run(config: Config, params: Tensors, grads: Callable[[int], Tensors], num_steps: int) -> Tensors:
         """gan_torch.step.adam(...) fed grads(0), grads(1), ... from `params`."""
         import torch
+
         from gan_torch.step import adam
 
         tensors = {k: torch.nn.Parameter(torch.tensor(v)) for k, v in params.items()}
@@ -407,19 +453,53 @@ class TorchAdapter:
 
         backend = TorchBackend(config, data_u8, labels=labels, step_fn=recording_step)
         backend.fetch(backend.run(num_steps))
-        return tuple(np.stack(a) for a in zip(*seen))
+        return tuple(np.stack(a) for a in zip(*seen, strict=True))
 
     @staticmethod
-    def train_and_evaluate(config: Config, workdir: str) -> dict:
-        from gan_torch.backend import train_and_evaluate
+    def trained_run(config: Config, workdir: str) -> tuple[dict, object]:
+        """gan_torch.backend.train_and_evaluate(config, workdir), what `python -m gan_torch.train` runs, keeping
+        the TorchBackend it trained: (last logged metrics, backend). Its calls, with make_backend wrapped."""
+        import torch
 
-        return train_and_evaluate(config, workdir)
+        from gan_common.loop import run_training
+        from gan_torch import backend, parallel
+
+        kept = []
+
+        def make_backend(*args):
+            kept.append(backend.make_backend(*args))
+            return kept[-1]
+
+        torch.use_deterministic_algorithms(True)
+        rank, _ = parallel.init_distributed(config)
+        metrics = run_training(config, workdir, (), make_backend, "gan_torch", backend.evaluator, primary=rank == 0)
+        return metrics, kept[0]
+
+    @staticmethod
+    def backend_export(backend) -> Tensors:
+        """A Backend's current weights as neutral tensors (gan_torch.checkpoint.export_weights of its nets)."""
+        from gan_torch.checkpoint import export_weights
+
+        s = backend.state
+        return export_weights(s.generator, s.discriminator, G_ema=s.g_ema)
 
     @staticmethod
     def load_generator(path: str):
         from gan_torch.backend import load_generator
 
         return load_generator(path)
+
+
+def _torch_neutral(G, D, grads: bool = False) -> Tensors:
+    """G's and D's parameters (or their .grad) -> neutral tensors in their own dtype: gan_torch.checkpoint's
+    export_weights(G, D, grads=True) (its keys and layouts, from its own helpers) without its float32 cast."""
+    from gan_torch.checkpoint import _neutral_items, _to_neutral_layout
+
+    out = {}
+    for key, tensor in _neutral_items(G, D, params_only=True):
+        value = (tensor.grad if grads else tensor).detach()
+        out[key] = (_to_neutral_layout(value) if key.endswith(".kernel") else value).numpy().copy()
+    return out
 
 
 def _torch_or_none(a: np.ndarray | None):
@@ -540,3 +620,26 @@ def assert_tensors_close(got: Tensors, want: Tensors, *, rel: float | None = Non
     limit = rel if rel is not None else abs
     assert errors[worst] <= limit, (f"{what}: {worst} differs by {errors[worst]:.3g} "
                                     f"({'relative' if rel is not None else 'absolute'}), tolerance {limit:g}")
+
+
+def assert_weights_end_together(got: Tensors, want: Tensors, initial: Tensors, *, rel: float, moved_rel: float,
+                                what: str = "") -> None:
+    """Weights after the same trajectory from `initial` in two backends, tensor by tensor: max_rel_err(got, want)
+    <= rel (each entry against the tensor's scale), and RMS(got - want) <= moved_rel * RMS of how far the tensor
+    moved (the larger of the two backends' moves, so a backend that left a tensor alone fails). A tensor neither
+    moved is held to `rel` alone. Names the worst tensor of each."""
+    assert sorted(got) == sorted(want) == sorted(initial), f"{what}: keys differ"
+    errors, moved = {}, {}
+    for k in want:
+        a, b, start = (np.asarray(t[k], np.float64) for t in (got, want, initial))
+        errors[k] = max_rel_err(a, b)
+        travel = max(np.sqrt(np.mean((a - start) ** 2)), np.sqrt(np.mean((b - start) ** 2)))
+        if travel > 0:
+            moved[k] = float(np.sqrt(np.mean((a - b) ** 2)) / travel)
+    worst = max(errors, key=errors.get)
+    assert errors[worst] <= rel, f"{what}: {worst} differs by {errors[worst]:.3g} of its scale, tolerance {rel:g}"
+    assert moved, f"{what}: no tensor moved from its initial value: the trajectory trained nothing"
+    worst = max(moved, key=moved.get)
+    assert moved[worst] <= moved_rel, (f"{what}: {worst} differs by {moved[worst]:.3g} (RMS) of how far it moved, "
+                                       f"tolerance {moved_rel:g}")
+

@@ -40,7 +40,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-pytestmark = pytest.mark.slow  # make test only: see the module docstring for what each test runs
+pytestmark = pytest.mark.slow  # make test only: multi-device and multi-process runs
 
 NUM_STEPS = 30
 COMMON = ["--steps", str(NUM_STEPS), "--log-every", "1", "--sample-every", "1000", "--checkpoint-every", "1000",

@@ -17,7 +17,7 @@ GPU_SH = os.path.join(ROOT, "benchmarks", "gpu.sh")
 from benchmarks import flops, scaling, step_throughput, sweep  # noqa: E402
 from gan_common.config import Config  # noqa: E402
 
-pytestmark = pytest.mark.slow  # make test only: see the module docstring for what each test runs
+pytestmark = pytest.mark.slow  # make test only: every test runs a benchmark CLI end to end
 
 ROW_KEYS = {"backend", "variant", "batch_size", "steps_per_s", "images_per_s", "step_ms_median", "step_ms_p25",
             "step_ms_p75", "first_call_s", "gflops_per_s", "frac_of_peak", "steps_per_call"}

@@ -17,7 +17,7 @@ from gan_common import cli, datasets, evaluation
 from gan_common.classifier_spec import CLASSIFIERS, file_sha256
 from gan_common.datasets import load_dataset
 
-pytestmark = pytest.mark.slow  # make test only: see the module docstring for what each test runs
+pytestmark = pytest.mark.slow  # make test only: trains on Fashion-MNIST and scores 10k images
 
 SPEC = CLASSIFIERS["fashion_mnist"]
 needs_fashion = pytest.mark.skipif(not os.path.isdir(datasets.DEFAULT_IDX_DIRS["fashion_mnist"]),
