@@ -14,8 +14,18 @@ import pytest
 from scipy import stats
 
 from gan_common.config import Config
-from parity_tests.harness import (ADAPTERS, JaxAdapter, Spec, TorchAdapter, assert_tensors_close, class_labels,
-                                  float64, inputs, interpolation_eps, max_rel_err)
+from parity_tests.harness import (
+    ADAPTERS,
+    JaxAdapter,
+    Spec,
+    TorchAdapter,
+    assert_tensors_close,
+    class_labels,
+    float64,
+    inputs,
+    interpolation_eps,
+    max_rel_err,
+)
 
 # A narrower MLP at batch 32 keeps the 100-step float64 runs fast (as LOSS_SPECS); wgan_gp with
 # n_critic 2 checks the labels' rows follow x's and z_d's through the D updates, and the penalty at the real labels.
@@ -179,7 +189,7 @@ def test_backends_feed_the_real_labels_and_uniform_fresh_fake_classes(fed, mnist
     assert y_reals.shape == y_ds.shape == y_gs.shape == (FED_STEPS, b)
     # The real batch's labels are its images' own: look every fed image up in the training set.
     u8 = np.rint((xs.astype(np.float64) + 1.0) * 127.5).astype(np.uint8).reshape(-1, 784)
-    label_of = {row.tobytes(): int(y) for row, y in zip(mnist.reshape(len(mnist), -1), mnist_labels)}
+    label_of = {row.tobytes(): int(y) for row, y in zip(mnist.reshape(len(mnist), -1), mnist_labels, strict=True)}
     assert [label_of[row.tobytes()] for row in u8] == y_reals.ravel().tolist()
     # The fakes' classes: uniform over 0..9 (chi-square p >= 6e-7, 5 sigma), D's and G's independent,
     # and fresh each step.

@@ -190,7 +190,7 @@ def test_concat_split_batches_keep_rows_on_their_shard():
     # Shard s (rows 4s..4s+3 of the 16) holds a's and b's rows 2s, 2s+1: nothing crosses shards.
     np.testing.assert_array_equal(ab[:4, 0], [0, 1, -1, -2])
     np.testing.assert_array_equal(ab[12:, 0], [6, 7, -7, -8])
-    for got, want in zip(parallel.split_batches(ab, FourShards), (a, b)):
+    for got, want in zip(parallel.split_batches(ab, FourShards), (a, b), strict=True):
         np.testing.assert_array_equal(got, want)
 
 

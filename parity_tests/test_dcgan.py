@@ -41,6 +41,7 @@ def _numpy_batch_norm(batches, momentum=0.1, eps=1e-5):
 def test_batch_norm_running_statistics_follow_torch():
     import jax.numpy as jnp
     from flax import nnx
+
     from gan_jax.layers import BatchNorm
 
     rng = np.random.default_rng(0)
@@ -52,7 +53,7 @@ def test_batch_norm_running_statistics_follow_torch():
     jax_bn = BatchNorm(5, nnx.Rngs(0))
     jax_bn.scale[...] = jnp.ones(5)
     torch_bn = torch.nn.BatchNorm2d(5)  # train mode: torch's default
-    for x, want in zip(batches, want_outs):
+    for x, want in zip(batches, want_outs, strict=True):
         out_j = np.asarray(jax_bn(jnp.asarray(x), train=True))
         out_t = torch_bn(torch.from_numpy(x).permute(0, 3, 1, 2)).permute(0, 2, 3, 1).detach().numpy()
         # Normalised values of size ~2, float32 arithmetic over 18 values: a few ulps; 1e-5 absolute.
@@ -144,6 +145,7 @@ def _spectral_layers(seed: int = 0):
     u (16,), v (128,) drawn far from W's singular vectors; and that kernel as torch's (16, 128) matrix."""
     import jax.numpy as jnp
     from flax import nnx
+
     from gan_jax.models import DcganDiscriminator
     from gan_torch.models import build_discriminator
 
@@ -206,6 +208,7 @@ def test_spectral_norm_eval_mode_leaves_u_and_v_and_divides_by_their_sigma():
     """Eval mode (sampling, the harness' forward tests): no power iteration in either backend; the kernel is
     divided by u^T W v of the stored u, v."""
     import jax.numpy as jnp
+
     from gan_jax.layers import conv
 
     jax_layer, torch_layer, matrix = _spectral_layers()
@@ -217,7 +220,7 @@ def test_spectral_norm_eval_mode_leaves_u_and_v_and_divides_by_their_sigma():
         out_t = torch_layer(torch.from_numpy(x).permute(0, 3, 1, 2)).permute(0, 2, 3, 1).detach().numpy()
         np.testing.assert_array_equal(np.asarray(jax_layer.sn_u[...]), u)
         np.testing.assert_array_equal(np.asarray(jax_layer.sn_v[...]), v)
-        for got, want in zip(_torch_vectors(torch_layer), (u, v)):
+        for got, want in zip(_torch_vectors(torch_layer), (u, v), strict=True):
             np.testing.assert_array_equal(got, want)
     kernel = np.asarray(jax_layer.kernel[...]) / np.float32(u.astype(np.float64) @ matrix @ v)
     want = np.asarray(conv(jnp.asarray(x), jnp.asarray(kernel))) + np.asarray(jax_layer.bias[...])
@@ -237,6 +240,7 @@ def test_hand_written_kernel_gradients_equal_autodiff_to_second_order(layer):
     """
     import jax
     import jax.numpy as jnp
+
     from gan_jax import layers
 
     with jax.enable_x64(True):

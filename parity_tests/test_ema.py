@@ -11,8 +11,17 @@ import numpy as np
 import pytest
 
 from gan_common.weights import WEIGHTS_FILE, load_weights
-from parity_tests.harness import (ADAPTERS, EMA_SPEC, SPECS, TorchAdapter, assert_tensors_close, float64, inputs,
-                                  loaded_pair, max_rel_err)
+from parity_tests.harness import (
+    ADAPTERS,
+    EMA_SPEC,
+    SPECS,
+    TorchAdapter,
+    assert_tensors_close,
+    float64,
+    inputs,
+    loaded_pair,
+    max_rel_err,
+)
 
 CONFIG = EMA_SPEC.config
 DECAY = CONFIG.ema_decay
@@ -108,6 +117,7 @@ def test_dcgan_ema_samples_with_gs_running_statistics(adapter, mnist, tmp_path):
     """The EMA averages parameters only: a BatchNorm G samples (eval mode) with the EMA's weights and G's live
     running statistics, in the run (Backend.generate) and from the neutral file (either backend's loader)."""
     import torch
+
     from gan_torch.checkpoint import import_weights
     from gan_torch.models import build_discriminator, build_generator
 

@@ -17,7 +17,15 @@ import numpy as np
 import pytest
 
 from parity_tests.harness import (
-    LOSS_SPECS, SPECS, JaxAdapter, TorchAdapter, assert_tensors_close, float64_runs, inputs, interpolation_eps, loaded_pair,
+    LOSS_SPECS,
+    SPECS,
+    JaxAdapter,
+    TorchAdapter,
+    assert_tensors_close,
+    float64_runs,
+    inputs,
+    interpolation_eps,
+    loaded_pair,
     max_rel_err,
 )
 
@@ -28,6 +36,7 @@ SPEC = {s.name: s.config for s in LOSS_SPECS}
 # ----------------------------------------------------------------------------- each backend against NumPy
 def _jax_fns():
     import jax.numpy as jnp
+
     from gan_jax import losses
 
     return losses, jnp.asarray, np.asarray
@@ -35,6 +44,7 @@ def _jax_fns():
 
 def _torch_fns():
     import torch
+
     from gan_torch import losses
 
     return losses, lambda a: torch.tensor(np.asarray(a)), lambda t: t.detach().numpy()
@@ -92,7 +102,8 @@ def _closed_forms():
         },
         # D(x) = a |x|^2 / 2: grad_x D = a x; GP = lambda mean((a |x_hat| - 1)^2), R1 = gamma / 2 a^2 mean |x|^2.
         "quadratic": {
-            "gp": (LAMBDA * np.mean((a * n_hat - 1) ** 2), {"a": np.array(LAMBDA * np.mean(2 * (a * n_hat - 1) * n_hat))}),
+            "gp": (LAMBDA * np.mean((a * n_hat - 1) ** 2),
+                   {"a": np.array(LAMBDA * np.mean(2 * (a * n_hat - 1) * n_hat))}),
             "r1": (GAMMA / 2 * a**2 * np.mean(n_x**2), {"a": np.array(GAMMA * a * np.mean(n_x**2))}),
         },
     }
@@ -103,6 +114,7 @@ def _penalty_and_grads(backend: str, critic: str, penalty: str):
     params = {"w": _W, "b": np.zeros(1, np.float32)} if critic == "linear" else {"a": _A}
     if backend == "jax":
         import jax
+
         from gan_jax import losses
 
         def fn(p):
@@ -117,6 +129,7 @@ def _penalty_and_grads(backend: str, critic: str, penalty: str):
         value, grads = jax.value_and_grad(fn)({k: jax.numpy.asarray(v) for k, v in params.items()})
         return float(value), {k: np.asarray(v) for k, v in grads.items()}
     import torch
+
     from gan_torch import losses
 
     p = {k: torch.tensor(np.asarray(v), requires_grad=True) for k, v in params.items()}

@@ -115,8 +115,8 @@ def test_cli_help_explains_every_flag_and_bad_flag_exits_2_without_traceback():
 
 def test_gan_common_imports_neither_framework():
     code = (
-        "import sys, gan_common, gan_common.config, gan_common.datasets, gan_common.outputs, gan_common.cli, gan_common.loop, "
-        "gan_common.weights, gan_common.sampling\n"
+        "import sys, gan_common, gan_common.config, gan_common.datasets, gan_common.outputs, gan_common.cli, "
+        "gan_common.loop, gan_common.weights, gan_common.sampling, gan_common.c2st, gan_common.evaluation\n"
         "import importlib.util\n"
         "if importlib.util.find_spec('gan_common.metrics'): import gan_common.metrics\n"
         "bad = [m for m in ('jax', 'torch', 'flax', 'tensorflow') if m in sys.modules]\n"

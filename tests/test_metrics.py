@@ -73,7 +73,10 @@ def test_frechet_of_gaussian_samples_near_population_value():
 def test_kid_single_subset_matches_brute_force():
     rng = np.random.default_rng(5)
     x, y = rng.standard_normal((12, 3)), rng.standard_normal((12, 3)) + 0.5
-    k = lambda a, b: (a @ b / 3 + 1.0) ** 3
+
+    def k(a, b):
+        return (a @ b / 3 + 1.0) ** 3
+
     m = 12
     xx = sum(k(x[i], x[j]) for i in range(m) for j in range(m) if i != j) / (m * (m - 1))
     yy = sum(k(y[i], y[j]) for i in range(m) for j in range(m) if i != j) / (m * (m - 1))
