@@ -22,6 +22,10 @@ TINY = ["--steps", "4", "--log-every", "2", "--sample-every", "4", "--checkpoint
 NETS = {"mlp": TINY, "dcgan": [a for a in TINY if a not in ("--g-hidden", "--d-hidden", "64")]
         + ["--arch", "dcgan", "--g-channels", "4", "--d-channels", "4", "--d-norm", "spectral"]}
 EVAL = ["--eval-every", "4", "--eval-samples", "100"]
+# An unconditional run with tests/test_cli.py's nets and 10-step chunks (SMALL, FAST there): its program is that
+# file's, compiled once a session.
+PLAIN = ["--g-hidden", "32,64", "--d-hidden", "64,32", "--log-every", "10", "--steps-per-call", "10",
+         "--sample-every", "20", "--checkpoint-every", "10"]
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]  # tests/conftest.py
 
@@ -107,8 +111,7 @@ def test_sample_label_draws_that_class_from_either_backends_checkpoint(runs, tmp
 
 def test_label_on_an_unconditional_model_and_conditional_on_resume_are_one_line_errors(tmp_path, capsys):
     run = str(tmp_path / "plain")
-    plain = [a for a in TINY if a != "--conditional"]
-    assert _main("gan_jax", "train")(["--out-dir", run, *plain, "--steps", "2"]) == 0
+    assert _main("gan_jax", "train")(["--out-dir", run, *PLAIN, "--steps", "10"]) == 0
     capsys.readouterr()
     for backend in BACKENDS:
         assert _main(backend, "sample")(["--checkpoint", run, "--label", "7", "--out", str(tmp_path / "x.png")]) == 2

@@ -23,7 +23,8 @@ def _backends():
     from gan_torch import backend as torch_backend
     from gan_torch import train as torch_train
 
-    return {"jax": (jax_train.main, jax_backend.load_generator), "torch": (torch_train.main, torch_backend.load_generator)}
+    return {"jax": (jax_train.main, jax_backend.load_generator),
+            "torch": (torch_train.main, torch_backend.load_generator)}
 
 
 @pytest.fixture(scope="module")

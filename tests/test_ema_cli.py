@@ -12,8 +12,11 @@ from gan_common.config import Config
 from gan_common.weights import save_weights
 
 # A small model and 8 steps: the wiring (flag, checkpoint, resume, sampler), not the maths (parity_tests/test_ema.py).
+# The nets of tests/test_cli.py (SMALL there), so gan_jax's programs that do not depend on the EMA (initialising,
+# sampling) repeat from that file; every chunk two steps long, so no run compiles a second chunk length.
+SMALL = ["--g-hidden", "32,64", "--d-hidden", "64,32"]
 TINY = ["--log-every", "4", "--sample-every", "8", "--checkpoint-every", "4", "--batch-size", "16",
-        "--latent-dim", "16", "--g-hidden", "64", "--d-hidden", "64", "--steps-per-call", "2", "--ema-decay", "0.9"]
+        *SMALL, "--steps-per-call", "2", "--ema-decay", "0.9"]
 BACKENDS = ["gan_jax", "gan_torch"]
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]  # tests/conftest.py
@@ -40,7 +43,7 @@ def test_ema_is_trained_and_written(run8):
     w = _weights(run, 8)
     g = {k[len("generator."):]: v for k, v in w.items() if k.startswith("generator.")}
     ema = {k[len("generator_ema."):]: v for k, v in w.items() if k.startswith("generator_ema.")}
-    assert sorted(ema) == sorted(g) == ["fc1.bias", "fc1.kernel", "fc2.bias", "fc2.kernel"]
+    assert sorted(ema) == sorted(g) == ["fc1.bias", "fc1.kernel", "fc2.bias", "fc2.kernel", "fc3.bias", "fc3.kernel"]
     assert all(ema[k].shape == g[k].shape for k in g)
     # 8 steps at decay 0.9: the EMA lags G by several Adam steps (~1e-3), far from rounding.
     assert 1e-4 < max(np.max(np.abs(ema[k] - g[k])) for k in g) < 1e-2
