@@ -120,8 +120,13 @@ def replicate(tree, mesh: Mesh):
     sharding = replicated(mesh)
 
     def place(x):
-        if isinstance(x, jax.Array) and x.sharding.is_equivalent_to(sharding, x.ndim):
+        if isinstance(x, jax.Array) and x.sharding == sharding:
             return x  # already in place (e.g. restored by orbax onto this mesh)
+        if isinstance(x, jax.Array) and x.sharding.is_equivalent_to(sharding, x.ndim):
+            # The same devices and layout under another sharding type (a one-device array for a one-device
+            # mesh): relabel it, no copy. The compiled loop returns `sharding`; an input of another type would
+            # make its second call trace and compile the whole K-step program again.
+            return jax.device_put(x, sharding)
         host = np.asarray(x)
         return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
 
