@@ -8,6 +8,7 @@ import argparse
 import dataclasses
 import json
 import os
+import tempfile
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -38,10 +39,47 @@ class Parser(argparse.ArgumentParser):
         raise UserError(f"{message} (see --help)")
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """--help shows each flag's default where it has one: not on required flags, switches, flags whose
+    absence means something (default None, which would read "(default: None)"), or where the help text
+    already says what the default is."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        no_default = action.default is None or action.default is False or action.default is argparse.SUPPRESS
+        if action.required or no_default or "(default" in action.help:  # or the help says it in its own words
+            return action.help
+        return super()._get_help_string(action)
+
+
+def writable_file(path: str, flag: str) -> None:
+    """Fail now, before minutes of work, if `path` cannot be written: a folder, or a place no file can be made."""
+    if os.path.isdir(path):
+        raise UserError(f"{flag} {path!r} is a folder; give a file name")
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(folder, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise UserError(f"{flag} {path!r} cannot be written ({e.strerror or e}); choose a writable place") from None
+
+
+def write_json(path: str, results: dict, flag: str) -> None:
+    """One flat JSON object, written to a temporary file and renamed: never half a file."""
+    tmp = f"{path}.tmp"
+    try:
+        with open(tmp, "w") as f:
+            json.dump(results, f, indent=2)
+            f.write("\n")
+        os.replace(tmp, path)
+    except OSError as e:
+        raise UserError(f"cannot write {flag} {path!r}: {e.strerror or e}") from None
+
+
 
 # ----------------------------------------------------------------------------- train
 def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
-    parser = Parser(prog=prog, description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = Parser(prog=prog, description=description, formatter_class=HelpFormatter)
     parser.add_argument("--preset", choices=sorted(PRESETS), default=argparse.SUPPRESS,
                         help="start from a named configuration measured in benchmarks/QUALITY.md; flags given "
                              "with it override its values. " + "; ".join(
@@ -74,7 +112,7 @@ def parse_args(argv: Sequence[str] | None, prog: str, description: str) -> tuple
 # ----------------------------------------------------------------------------- sample
 def parse_sample_args(argv: Sequence[str] | None, prog: str) -> argparse.Namespace:
     p = Parser(prog=prog, description="Write samples of a trained generator as .npy or a PNG grid.",
-                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                formatter_class=HelpFormatter)
     p.add_argument("--checkpoint", required=True,
                    help="a run folder (newest checkpoint), one checkpoint folder, or a weights.safetensors of "
                    "either backend")
@@ -134,9 +172,9 @@ def evaluate_main(argv: Sequence[str] | None, prog: str, evaluator: Callable[...
                   load_generator: Callable) -> int:
     """`python -m gan_{jax,torch}.evaluate`; `evaluator` is the backend's `evaluators(...)` and
     `load_generator(path) -> (generate, config)` its loader."""
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog=prog, description="Sample-quality numbers for generated MNIST or Fashion-MNIST images, measured with "
-        "the shipped classifier of that dataset."
+        "the shipped classifier of that dataset.", formatter_class=HelpFormatter,
     )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--samples", help=".npy of (N, 28, 28, 1) float32 images in [-1, 1]")
@@ -155,6 +193,8 @@ def evaluate_main(argv: Sequence[str] | None, prog: str, evaluator: Callable[...
                         "keys: a small convnet trained to tell the images from the reference's; seconds on a CPU)")
     parser.add_argument("--json", help="also write the metrics as one flat JSON object here")
     args = parser.parse_args(argv)
+    if args.json:
+        writable_file(args.json, "--json")  # before the work, not after it
     labels = None  # the classes asked of a conditional checkpoint's G
     c2st = not args.no_c2st
     if args.real_baselines:
@@ -178,8 +218,5 @@ def evaluate_main(argv: Sequence[str] | None, prog: str, evaluator: Callable[...
         results = scorer.evaluate_images(images, args.reference, seed=args.seed, labels=labels, c2st=c2st)
     print(format_table(results))
     if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=2)
-            f.write("\n")
+        write_json(args.json, results, "--json")
     return 0

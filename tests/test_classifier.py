@@ -89,6 +89,44 @@ def test_evaluate_cli_rejects_bad_samples(tmp_path):
     assert len(errors) == 1 and "(N, 28, 28, 1)" in errors[0] and "Traceback" not in proc.stderr
 
 
+def _one_error_line(capsys) -> str:
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), err  # no usage block, no traceback
+    return lines[0]
+
+
+def test_evaluate_cli_checks_its_json_path_before_any_work(tmp_path, capsys):
+    """An unwritable --json fails at once, not after the evaluation: the samples file here does not even
+    exist, so an error naming --json proves the path was checked first; nothing is left behind."""
+    missing = str(tmp_path / "missing.npy")
+    for bad, says in (("/proc/x.json", "cannot be written"), (str(tmp_path), "is a folder")):
+        assert evaluate.main(["--samples", missing, "--json", bad]) == 2
+        line = _one_error_line(capsys)
+        assert "--json" in line and says in line, line
+    assert os.listdir(tmp_path) == []  # the probe file is gone; no partial JSON
+
+
+def test_evaluate_cli_flag_errors_are_one_line(capsys):
+    assert evaluate.main(["--samples", "x.npy", "--bogus"]) == 2
+    assert "--bogus" in _one_error_line(capsys)
+    assert evaluate.main([]) == 2  # none of --samples / --checkpoint / --real-baselines
+    assert "is required" in _one_error_line(capsys)
+
+
+@pytest.mark.parametrize("backend", ["gan_jax", "gan_torch"])
+@pytest.mark.parametrize("cli", ["sample", "evaluate"])
+def test_help_shows_defaults_and_never_none(backend, cli, capsys):
+    module = __import__(f"{backend}.{cli}", fromlist=["main"])
+    with pytest.raises(SystemExit) as exit_info:
+        module.main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "(default: None)" not in out and "(default: False)" not in out
+    assert "(default: 0)" in out  # --seed
+    assert ("(default: 10000)" if cli == "evaluate" else "(default: 64)") in out  # --num
+
+
 @pytest.mark.parametrize(
     "images, message",
     [
