@@ -94,7 +94,7 @@ def _dcgan_init(module: nn.Module) -> None:
 
 
 def _spectral_norm(module: nn.Module) -> nn.Module:
-    """--d-norm spectral: torch's own parametrization, the spec gan_jax.models.SpectralNorm follows. The weight
+    """--d-norm spectral: torch's own parametrization, the spec gan_jax.layers.SpectralNorm follows. The weight
     becomes W / (u^T W v) with W reshaped to (out, -1); each train-mode forward first moves the buffers u, v by
     one power iteration (eval mode does not); the raw W is `parametrizations.weight.original`."""
     return parametrizations.spectral_norm(module, n_power_iterations=1, eps=1e-12, dim=0)
