@@ -80,14 +80,16 @@ def make_backend(config: Config, images: np.ndarray, labels: np.ndarray | None =
     return JaxBackend(config, images, state, mesh, labels)
 
 
-def train_and_evaluate(config: Config, workdir: str | None = None, given: Sequence[str] = ()) -> dict:
+def train_and_evaluate(config: Config, workdir: str | None = None, given: Sequence[str] = (),
+                       make: Callable[..., JaxBackend] = make_backend) -> dict:
     """Train (or resume) the run described by `config` in `workdir`; return the last logged metrics.
 
     Multi-process runs (--num-processes) call this in every process; only process 0 writes.
+    `make`: what builds the backend (`make_backend`; a test passes a wrapper that keeps it).
     """
     parallel.init_runtime(config)
     parallel.make_mesh(config)  # a device count or batch split that cannot work fails before the run folder is written
-    return run_training(config, workdir, given, make_backend, "gan_jax", evaluator,
+    return run_training(config, workdir, given, make, "gan_jax", evaluator,
                         primary=parallel.is_primary())
 
 

@@ -149,14 +149,16 @@ def make_backend(config: Config, images: np.ndarray, labels: np.ndarray | None =
     return backend
 
 
-def train_and_evaluate(config: Config, workdir: str | None = None, given: Sequence[str] = ()) -> dict:
+def train_and_evaluate(config: Config, workdir: str | None = None, given: Sequence[str] = (),
+                       make: Callable[..., TorchBackend] = make_backend) -> dict:
     """Train (or resume) the run described by `config` in `workdir`; return the last logged metrics.
 
     Under torchrun every rank calls this; only rank 0 writes.
+    `make`: what builds the backend (`make_backend`; a test passes a wrapper that keeps it).
     """
     torch.use_deterministic_algorithms(True)  # same seed, same machine: the same bits (and resume equals a full run)
     rank, _ = parallel.init_distributed(config)
-    return run_training(config, workdir, given, make_backend, "gan_torch", evaluator, primary=rank == 0)
+    return run_training(config, workdir, given, make, "gan_torch", evaluator, primary=rank == 0)
 
 
 def load_generator(path: str, ema: bool = True) -> tuple[Callable[..., np.ndarray], Config]:

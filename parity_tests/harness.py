@@ -244,10 +244,9 @@ class JaxAdapter:
     @staticmethod
     def trained_run(config: Config, workdir: str) -> tuple[dict, object]:
         """gan_jax.backend.train_and_evaluate(config, workdir), what `python -m gan_jax.train` runs, keeping the
-        JaxBackend it trained: (last logged metrics, backend). Its calls, with make_backend wrapped to keep
-        what it returns, so a test can compare the run's files with the state the run ended with."""
-        from gan_common.loop import run_training
-        from gan_jax import backend, parallel
+        JaxBackend it trained: (last logged metrics, backend), make_backend wrapped to keep it, so a test can
+        compare the run's files with the state the run ended with."""
+        from gan_jax import backend
 
         kept = []
 
@@ -255,11 +254,7 @@ class JaxAdapter:
             kept.append(backend.make_backend(*args))
             return kept[-1]
 
-        parallel.init_runtime(config)
-        parallel.make_mesh(config)
-        metrics = run_training(config, workdir, (), make_backend, "gan_jax", backend.evaluator,
-                               primary=parallel.is_primary())
-        return metrics, kept[0]
+        return backend.train_and_evaluate(config, workdir, make=make_backend), kept[0]
 
     @staticmethod
     def backend_export(backend) -> Tensors:
@@ -458,11 +453,8 @@ class TorchAdapter:
     @staticmethod
     def trained_run(config: Config, workdir: str) -> tuple[dict, object]:
         """gan_torch.backend.train_and_evaluate(config, workdir), what `python -m gan_torch.train` runs, keeping
-        the TorchBackend it trained: (last logged metrics, backend). Its calls, with make_backend wrapped."""
-        import torch
-
-        from gan_common.loop import run_training
-        from gan_torch import backend, parallel
+        the TorchBackend it trained: (last logged metrics, backend), make_backend wrapped to keep it."""
+        from gan_torch import backend
 
         kept = []
 
@@ -470,10 +462,7 @@ class TorchAdapter:
             kept.append(backend.make_backend(*args))
             return kept[-1]
 
-        torch.use_deterministic_algorithms(True)
-        rank, _ = parallel.init_distributed(config)
-        metrics = run_training(config, workdir, (), make_backend, "gan_torch", backend.evaluator, primary=rank == 0)
-        return metrics, kept[0]
+        return backend.train_and_evaluate(config, workdir, make=make_backend), kept[0]
 
     @staticmethod
     def backend_export(backend) -> Tensors:
