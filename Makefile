@@ -1,6 +1,8 @@
 # Two targets for a fresh machine; each does its own set-up first.
-#   make train       set up .venv, then train the default GAN on the shipped MNIST (runs/mnist)
-#   make test        set up .venv, then run the whole test suite (what CI runs, after make lint)
+#   make train       set up .venv with what training needs (no torch, tfds or pytest), then train the default GAN
+#                    on the shipped MNIST (runs/mnist)
+#   make test        set up .venv with everything (torch, tfds, pytest, ruff), then run the whole test suite
+#                    (what CI runs, after make lint)
 #   make test-fast   the fast tier: unit and core parity tests, no end-to-end runs (pytest -m "not slow")
 #   make lint        ruff, configured in pyproject.toml
 PYTHON ?= python3
@@ -13,17 +15,26 @@ TORCH_SPEC ?= torch==2.13.0
 TEST_WORKERS ?= 2
 PYTEST := $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadscope
 
-.PHONY: setup train test test-fast lint bench clean
-setup: $(VENV)/.installed
+.PHONY: setup setup-train train test test-fast lint bench clean
+# Two stamps: .train-deps (the package and its own dependencies: JAX, Flax, Optax, Orbax, ...) and .test-deps
+# (those, torch and the test extra). `make train` needs only the first; a later `make test` adds the rest.
+setup-train: $(VENV)/.train-deps
+setup: $(VENV)/.test-deps
 
-$(VENV)/.installed: pyproject.toml
+$(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
+
+$(VENV)/.train-deps: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e .
+	touch $@
+
+$(VENV)/.test-deps: pyproject.toml $(VENV)/.train-deps
 	$(BIN)/pip install -q "$(TORCH_SPEC)"
 	$(BIN)/pip install -q -e ".[test,torch]"
 	touch $@
 
-train: setup
+train: setup-train
 	$(BIN)/python -m gan_jax.train --out-dir runs/mnist $(ARGS)
 
 test: setup

@@ -1,5 +1,8 @@
 #!/usr/bin/env bash
-# The step-throughput suite on one CUDA machine, in a few minutes; writes JSON, PNG, Markdown and the log.
+# The step-throughput suite on one CUDA machine, in a few minutes; writes JSON, PNG, Markdown and the log:
+# the MLP and the DCGAN (both backends, every variant, float32 and bf16; the DCGAN's JAX rows with XLA's
+# convolutions, auto on a GPU, and the custom CPU ones), data-parallel scaling over all visible GPUs for both,
+# and a time-to-quality run of the DCGAN preset.
 # Installs nothing: run it from any directory, inside an environment that already has jax[cuda], a CUDA
 # build of torch and this repository's dependencies.
 #
@@ -49,7 +52,24 @@ python -m benchmarks.step_throughput \
   --matmul-precision "$precision" --precisions float32,bf16 \
   --json "$out/step_throughput.json" --plot "$out/step_throughput.png" --markdown "$out/step_throughput.md" \
   ${extra[@]+"${extra[@]}"} 2>&1 | tee "$out/log.txt"
+# The DCGAN (the dcgan preset: --arch dcgan --beta1 0.5): conv impl auto (XLA's convolutions, cuDNN) and custom.
+python -m benchmarks.step_throughput --arch dcgan --conv-impls auto,custom \
+  --compile-batch-sizes 256,16384 \
+  --repeats 5 --min-time 0.1 \
+  --matmul-precision "$precision" --precisions float32,bf16 \
+  --json "$out/step_throughput_dcgan.json" --plot "$out/step_throughput_dcgan.png" \
+  --markdown "$out/step_throughput_dcgan.md" \
+  ${extra[@]+"${extra[@]}"} 2>&1 | tee -a "$out/log.txt"
 # Data-parallel scaling over this machine's GPUs (1, 2, 4, ... all); one GPU gives the 1-device rows.
 python -m benchmarks.scaling --batch-sizes 1024,16384 \
   --json "$out/scaling.json" --markdown "$out/scaling.md" 2>&1 | tee -a "$out/log.txt"
+python -m benchmarks.scaling --arch dcgan --k 10 --batch-sizes 1024,16384 \
+  --json "$out/scaling_dcgan.json" --markdown "$out/scaling_dcgan.md" 2>&1 | tee -a "$out/log.txt"
+# Time to quality: the best preset trained with FID logged along the way (metrics.jsonl, losses.png, sample
+# grids in $out/ttq_dcgan). A placeholder until the quality issue defines the preset and the FID to reach.
+SECONDS=0
+python -m gan_jax.train --preset dcgan --epochs 5 --eval-every 1000 \
+  --out-dir "$out/ttq_dcgan" 2>&1 | tee -a "$out/log.txt"
+echo "{\"command\": \"python -m gan_jax.train --preset dcgan --epochs 5 --eval-every 1000\", \"wall_s\": $SECONDS}" \
+  > "$out/time_to_quality.json"
 echo "results in $out"

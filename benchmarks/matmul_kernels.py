@@ -67,11 +67,12 @@ def torch_seconds(g, a: np.ndarray, b: np.ndarray, iters: int, repeats: int) -> 
 
 def products(config: Config, batch: int) -> list[tuple[str, tuple[int, int], tuple[int, int], int]]:
     """Distinct (op, lhs shape, rhs shape, times it occurs in a step) of the plan, lhs and rhs as the op takes them."""
-    ws = dict(zip("gd", flops_lib.widths(config), strict=True))
+    gemms = flops_lib.layer_gemms(config)
     seen: dict = {}
     for op, net, i, rows in flops_lib.matmul_plan(config, batch):
-        n_in, n_out = ws[net][i], ws[net][i + 1]
-        key = (op, *flops_lib.operands_of(op, (rows, n_in), (rows, n_out), (n_in, n_out)))
+        positions, n_in, n_out = gemms[net][i]
+        m = rows * positions
+        key = (op, *flops_lib.operands_of(op, (m, n_in), (m, n_out), (n_in, n_out)))
         seen[key] = seen.get(key, 0) + 1
     return [(*k, n) for k, n in seen.items()]
 

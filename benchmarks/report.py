@@ -13,7 +13,7 @@ from benchmarks import flops as flops_lib
 
 # Variant names of the step-throughput rows (the `variant` column; fused rows are fused_kK, bf16 rows end +bf16).
 JAX_VARIANTS = ("step", "fused")
-TORCH_VARIANTS = ("eager", "tuned", "compiled", "compiled_ro", "cuda_graph")  # = torch_runners.VARIANTS
+TORCH_VARIANTS = ("eager", "tuned", "tuned_cl", "compiled", "compiled_ro", "cuda_graph")  # = torch_runners.VARIANTS
 FLOOR_VARIANTS = ("matmuls", "adam")  # parts of a step timed alone, in both backends: not training steps
 ALL_VARIANTS = JAX_VARIANTS + TORCH_VARIANTS + FLOOR_VARIANTS
 
@@ -44,6 +44,9 @@ def ratios(rows: list[dict]) -> list[dict]:
             entry["jax_fused_best"] = f"{bf['variant']} (K={bf['steps_per_call']})"
             if eager:
                 entry["jax_fused_over_torch_eager"] = bf["steps_per_s"] / eager[0]["steps_per_s"]
+                # The same from CPU time a step (all threads), which a busy host moves less than wall time.
+                if bf.get("cpu_ms_median") and eager[0].get("cpu_ms_median"):
+                    entry["jax_fused_over_torch_eager_cpu"] = eager[0]["cpu_ms_median"] / bf["cpu_ms_median"]
             if torch_rows:
                 bt = max(torch_rows, key=lambda r: r["steps_per_s"])
                 entry["torch_best"] = bt["variant"]
@@ -110,26 +113,28 @@ def row_line(row: dict) -> str:
 def table_lines(result: dict) -> list[str]:
     """The results as fixed-width text (also the body of the Markdown file)."""
     cols = ("backend", "variant", "B", "K", "steps/s", "images/s", "step ms median [p25, p75]", "min..max ms",
-            "first call s", "GFLOP/s", "% peak")
+            "CPU ms", "first call s", "GFLOP/s", "% peak")
     lines = [" | ".join(cols), " | ".join("---" for _ in cols)]
     for r in result["rows"]:
         if not r["steps_per_s"]:
             lines.append(" | ".join([r["backend"], r["variant"], str(r["batch_size"]), "", "FAILED",
-                                     (r["error"] or "")[:80], "", "", "", "", ""]))
+                                     (r["error"] or "")[:80], "", "", "", "", "", ""]))
             continue
         lines.append(" | ".join([
             r["backend"], r["variant"], str(r["batch_size"]), str(r["steps_per_call"]),
             f"{r['steps_per_s']:.4g}", f"{r['images_per_s']:.4g}",
             f"{r['step_ms_median']:.4g} [{r['step_ms_p25']:.4g}, {r['step_ms_p75']:.4g}]",
-            f"{r['step_ms_min']:.4g}..{r['step_ms_max']:.4g}", f"{r['first_call_s']:.3g}",
+            f"{r['step_ms_min']:.4g}..{r['step_ms_max']:.4g}", _num(r.get("cpu_ms_median")), f"{r['first_call_s']:.3g}",
             _num(r["gflops_per_s"]), _num(r["frac_of_peak"] and 100 * r["frac_of_peak"], 3)]))
     lines += ["", "ratios of steps/s (same run) | " + " | ".join(("B", "best jax fused", "/ torch eager",
-                                                                   "best torch", "/ best torch", "jax step / eager")),
-              " | ".join("---" for _ in range(7))]
+                                                                   "best torch", "/ best torch", "jax step / eager",
+                                                                   "/ torch eager, CPU time")),
+              " | ".join("---" for _ in range(8))]
     for q in result["ratios"]:
         lines.append(" | ".join(["", str(q["batch_size"]), q.get("jax_fused_best", ""),
                                  _fmt(q.get("jax_fused_over_torch_eager")), q.get("torch_best", ""),
-                                 _fmt(q.get("jax_fused_over_torch_best")), _fmt(q.get("jax_step_over_torch_eager"))]))
+                                 _fmt(q.get("jax_fused_over_torch_best")), _fmt(q.get("jax_step_over_torch_eager")),
+                                 _fmt(q.get("jax_fused_over_torch_eager_cpu"))]))
     if any("floors_ms" in q for q in result["ratios"]):
         names = [f"{b} {v}" for v in FLOOR_VARIANTS for b in ("jax", "torch")]
         lines += ["", "floors, ms a step (same run; parts of a step timed alone) | B | " + " | ".join(names),

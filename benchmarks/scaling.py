@@ -2,6 +2,7 @@
 
     python -m benchmarks.scaling                                  # CPU: 1,2,4 simulated devices
     python -m benchmarks.scaling --devices 1,2,4,8 --batch-sizes 256,4096 --json out.json
+    python -m benchmarks.scaling --arch dcgan --k 10 --batch-sizes 256,4096   # the DCGAN (dcgan preset)
 
 Rows, per global batch B and device count N (the production path, gan_jax.fused.make_train_chunk
 on a mesh of N devices, K steps per call, as `python -m gan_jax.train --devices N` runs it):
@@ -33,13 +34,15 @@ from collections.abc import Sequence
 import jax
 
 from benchmarks import report
+from benchmarks.flops import arch_config
 from benchmarks.jax_runners import AllReduce, MeshFused
 from benchmarks.machine import load_avg, machine_header
 from benchmarks.timing import build, measure, row_of
-from gan_common.config import Config
+from gan_common.config import ARCHS
 from gan_common.datasets import load_dataset
 
-QUICK_CONFIG = dict(g_hidden="32", d_hidden="32", latent_dim=16)  # --quick: tiny nets, as step_throughput's
+QUICK_CONFIG = {"mlp": dict(g_hidden="32", d_hidden="32", latent_dim=16),  # --quick: tiny nets, as step_throughput's
+                "dcgan": dict(g_channels=4, d_channels=4, latent_dim=16)}
 
 
 def _ints(text: str) -> tuple[int, ...]:
@@ -63,6 +66,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--min-time", type=float, default=0.3, help="seconds each repeat lasts at least (default 0.3)")
     p.add_argument("--warmup", type=int, default=2, help="warm-up calls after the first (default 2)")
     p.add_argument("--precision", choices=("float32", "bf16"), default="float32", help="--precision of the runs")
+    p.add_argument("--arch", choices=ARCHS, default="mlp", help="the nets (dcgan: the dcgan preset's)")
     p.add_argument("--quick", action="store_true", help="smoke-test size: tiny nets, B 8, K 2, 2 repeats")
     p.add_argument("--json", help="write the header and rows here")
     p.add_argument("--markdown", help="write the table as Markdown here")
@@ -95,7 +99,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     print("\n".join(report.scaling_header_lines(header)), flush=True)
     rows = []
     for batch in args.batch_sizes:
-        config = Config(batch_size=batch, precision=args.precision, **(QUICK_CONFIG if args.quick else {}))
+        config = arch_config(args.arch, batch_size=batch, precision=args.precision,
+                             **(QUICK_CONFIG[args.arch] if args.quick else {}))
         specs = []
         for n in counts:
             if batch % n:

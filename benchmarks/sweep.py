@@ -29,13 +29,20 @@ from benchmarks.timing import build, measure, row_of
 from benchmarks.torch_runners import make_floor_runner, make_runner
 from gan_common.config import Config
 from gan_common.datasets import load_dataset
+from gan_jax.layers import conv_impl
 
 CPU_BATCH_SIZES = (1, 64, 256, 1024, 4096)
 GPU_BATCH_SIZES = CPU_BATCH_SIZES + (16384, 65536)
 KS = (1, 10, 100)
+# --arch dcgan: ~14x the MLP's FLOPs a step, so fewer sizes and shorter calls keep a CPU run at a few minutes.
+DCGAN_CPU_BATCH_SIZES = (64, 256)
+DCGAN_GPU_BATCH_SIZES = (64, 256, 1024, 4096, 16384)
+DCGAN_KS = (10,)
+DCGAN_CPU_MAX_IMAGES = 1280  # K * B per fused call: K = 10 at batch 64, 5 at 256 (about 1 s a call)
 QUICK = dict(batch_sizes=(1, 8), repeats=2, min_time=0.0, warmup=1, ks=(2,),
-             variants=("step", "fused", "matmuls", "adam", "eager", "tuned"))
-QUICK_CONFIG = dict(g_hidden="32", d_hidden="32", latent_dim=16)  # tiny nets: --quick checks structure, not speed
+             variants=("step", "fused", "matmuls", "adam", "eager", "tuned", "tuned_cl"))
+QUICK_CONFIG = {"mlp": dict(g_hidden="32", d_hidden="32", latent_dim=16),  # tiny nets: --quick checks structure,
+                "dcgan": dict(g_channels=4, d_channels=4, latent_dim=16)}  # not speed
 
 
 def tile_to(images_u8: np.ndarray, batch: int) -> np.ndarray:
@@ -75,6 +82,20 @@ class DeviceData:
         return self.torch_data
 
 
+def jax_fused_specs(config: Config, data: jax.Array, args, batch: int, suffix: str = "") -> list:
+    """The fused rows of `config` at `batch`, one per K; with --conv-impls, one set per implementation
+    (auto's rows unsuffixed, the others' ending +xla / +custom)."""
+    specs = []
+    impls = args.conv_impls if config.arch == "dcgan" else ("auto",)
+    for impl in impls:
+        cfg = dataclasses.replace(config, conv_impl=impl)
+        tag = suffix + ("" if impl == "auto" else f"+{impl}")
+        for k, nominal in fused_ks(args.ks, batch, args.max_images_per_call):
+            specs.append((f"jax fused_k{nominal}{tag} (K={k})",
+                          functools.partial(JaxFused, cfg, data, k, nominal, tag)))
+    return specs
+
+
 def variant_specs(batch: int, config: Config, images_u8: np.ndarray, variants: Sequence[str], args,
                   cache: DeviceData) -> tuple[list, str]:
     """(label, constructor) for every selected runner at `batch`, and a note for its rows."""
@@ -84,9 +105,7 @@ def variant_specs(batch: int, config: Config, images_u8: np.ndarray, variants: S
     if "bf16" in args.precisions:  # the production paths with --precision bf16; the data copies are shared
         bf16 = dataclasses.replace(config, precision="bf16")
         if "fused" in variants:
-            for k, nominal in fused_ks(args.ks, batch, args.max_images_per_call):
-                specs.append((f"jax fused_k{nominal}+bf16 (K={k})",
-                              functools.partial(JaxFused, bf16, cache.jax(data), k, nominal, "+bf16")))
+            specs += jax_fused_specs(bf16, cache.jax(data), args, batch, "+bf16")
         if "eager" in variants:
             specs.append(("torch eager+bf16", functools.partial(make_runner, "eager", bf16, cache.torch(data))))
         if "float32" not in args.precisions:
@@ -94,9 +113,7 @@ def variant_specs(batch: int, config: Config, images_u8: np.ndarray, variants: S
     if "step" in variants:
         specs.append(("jax step", functools.partial(JaxStep, config, data)))
     if "fused" in variants:
-        for k, nominal in fused_ks(args.ks, batch, args.max_images_per_call):
-            specs.append((f"jax fused_k{nominal} (K={k})",
-                          functools.partial(JaxFused, config, cache.jax(data), k, nominal)))
+        specs += jax_fused_specs(config, cache.jax(data), args, batch)
     if "matmuls" in variants:
         specs.append(("jax matmuls", functools.partial(JaxMatmuls, config)))
     if "adam" in variants:
@@ -110,6 +127,8 @@ def variant_specs(batch: int, config: Config, images_u8: np.ndarray, variants: S
             if v.startswith("compiled") and args.compile_batch_sizes and batch not in args.compile_batch_sizes:
                 continue
             if v in torch_runners.CUDA_ONLY and dev.type != "cuda":
+                continue
+            if v in torch_runners.CONV_ONLY and config.arch != "dcgan":
                 continue
             specs.append((f"torch {v}", functools.partial(make_runner, v, config, cache.torch(data))))
     for v in (v for v in FLOOR_VARIANTS if v in variants):
@@ -130,11 +149,15 @@ def run(args) -> dict:
     if args.torch_threads:
         torch.set_num_threads(args.torch_threads)
     on_gpu = torch.cuda.is_available() or jax.default_backend() == "gpu"
-    batch_sizes = args.batch_sizes or (GPU_BATCH_SIZES if on_gpu else CPU_BATCH_SIZES)
-    variants = args.variants or [v for v in ALL_VARIANTS if on_gpu or v not in torch_runners.CUDA_ONLY]
+    dcgan = args.arch == "dcgan"
+    sizes = {(False, False): CPU_BATCH_SIZES, (True, False): GPU_BATCH_SIZES,
+             (False, True): DCGAN_CPU_BATCH_SIZES, (True, True): DCGAN_GPU_BATCH_SIZES}
+    batch_sizes = args.batch_sizes or sizes[on_gpu, dcgan]
+    variants = args.variants or [v for v in ALL_VARIANTS if (on_gpu or v not in torch_runners.CUDA_ONLY)
+                                 and (dcgan or v not in torch_runners.CONV_ONLY)]
     if args.max_images_per_call is None:
-        args.max_images_per_call = 2**21 if on_gpu else 16384
-    config = Config(**(QUICK_CONFIG if args.quick else {}))
+        args.max_images_per_call = 2**21 if on_gpu else DCGAN_CPU_MAX_IMAGES if dcgan else 16384
+    config = flops_lib.arch_config(args.arch, **(QUICK_CONFIG[args.arch] if args.quick else {}))
 
     header = machine_header()
     header["precision"] = set_matmul_precision(args.matmul_precision)
@@ -142,8 +165,12 @@ def run(args) -> dict:
                           "repeats": args.repeats, "min_time_s": args.min_time, "warmup_calls": args.warmup,
                           "max_images_per_call": args.max_images_per_call, "quick": args.quick,
                           "precisions": list(args.precisions),
-                          "model": {"latent_dim": config.latent_dim, "g_hidden": config.g_hidden,
-                                    "d_hidden": config.d_hidden},
+                          "model": ({"arch": "mlp", "latent_dim": config.latent_dim, "g_hidden": config.g_hidden,
+                                     "d_hidden": config.d_hidden} if not dcgan else
+                                    {"arch": "dcgan", "latent_dim": config.latent_dim, "beta1": config.beta1,
+                                     "g_channels": config.g_channels, "d_channels": config.d_channels,
+                                     "conv_impls": list(args.conv_impls),
+                                     "conv_impl_auto": conv_impl("auto")}),
                           "compile_batch_sizes": list(args.compile_batch_sizes or []),
                           "torch_compile_cache": "fresh temporary dir (cold compiles)" if compile_cache else
                           os.environ["TORCHINDUCTOR_CACHE_DIR"]}
@@ -154,7 +181,8 @@ def run(args) -> dict:
 
     train = load_dataset("mnist", "train")
     header["dataset"] = f"mnist train {tuple(train.images.shape)} uint8 ({train.source})"
-    flops = flops_lib.flops_section(config, batch_sizes, xla=not (args.quick or args.no_xla))
+    # XLA counts the DCGAN's convolutions only in its cost analysis, one extra compile per size: not by default.
+    flops = flops_lib.flops_section(config, batch_sizes, xla=not (args.quick or args.no_xla or dcgan))
     print("\n".join(report.flops_lines(flops)) + "\n", flush=True)
 
     rows, cache = [], DeviceData()

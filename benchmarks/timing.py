@@ -8,13 +8,15 @@ call: `steps_per_call` training steps, or one floor) and `sync()` (wait for the 
   3. interleaved repeats: repeat r runs every runner of one batch size once, in an order rotated by r,
      so machine noise hits every variant alike. A repeat is `calls` back-to-back calls and one
      synchronisation at its end: nothing syncs inside it.
-Rows report medians and quartiles over the repeats.
+Rows report medians and quartiles over the repeats, and the median process CPU time a step (all threads:
+on a busy shared machine, wall times measure the other jobs too; CPU time measures mostly the work).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import resource
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -23,7 +25,7 @@ import numpy as np
 
 # The keys of every row, in the order --json writes them (benchmarks.step_throughput fills the FLOP ones).
 ROW_KEYS = ("backend", "variant", "batch_size", "steps_per_call", "steps_per_s", "images_per_s", "step_ms_median",
-            "step_ms_p25", "step_ms_p75", "step_ms_min", "step_ms_max", "repeats", "calls_per_repeat",
+            "step_ms_p25", "step_ms_p75", "step_ms_min", "step_ms_max", "cpu_ms_median", "repeats", "calls_per_repeat",
             "first_call_s", "setup_s", "warmup_s", "flops_per_step", "gflops_per_s", "frac_of_peak", "note", "error")
 
 
@@ -38,6 +40,7 @@ class Timed:
     warmup_s: float = 0.0
     calls: int = 1
     per_step_s: list[float] = dataclasses.field(default_factory=list)
+    cpu_per_step_s: list[float] = dataclasses.field(default_factory=list)  # process CPU time, all threads
     error: str = ""
 
 
@@ -46,6 +49,12 @@ def elapsed_s(fn: Callable[[], Any]) -> float:
     t0 = time.perf_counter()
     fn()
     return time.perf_counter() - t0
+
+
+def cpu_s() -> float:
+    """CPU seconds this process has used, user and system, all threads."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _timed_call(runner, n: int = 1) -> float:
@@ -94,11 +103,14 @@ def measure(timeds: list[Timed], repeats: int) -> None:
             if t.error:
                 continue
             try:
+                cpu = cpu_s()
                 dt = _timed_call(t.runner, t.calls)
+                cpu = cpu_s() - cpu
             except Exception as e:  # a variant that breaks mid-run is reported, not fatal to the sweep
                 t.error = f"{type(e).__name__}: {e}"
                 continue
             t.per_step_s.append(dt / (t.calls * t.runner.steps_per_call))
+            t.cpu_per_step_s.append(cpu / (t.calls * t.runner.steps_per_call))
 
 
 def row_of(t: Timed, batch: int, note: str) -> dict:
@@ -115,5 +127,6 @@ def row_of(t: Timed, batch: int, note: str) -> dict:
         row.update(steps_per_s=1.0 / med, images_per_s=batch / med, repeats=len(s),
                    step_ms_median=1e3 * med, step_ms_p25=1e3 * float(np.percentile(s, 25)),
                    step_ms_p75=1e3 * float(np.percentile(s, 75)), step_ms_min=1e3 * float(s.min()),
+                   cpu_ms_median=1e3 * float(np.median(t.cpu_per_step_s)),
                    step_ms_max=1e3 * float(s.max()), step_ms_all=[1e3 * float(v) for v in s])
     return row

@@ -1,14 +1,19 @@
 """The torch runners the benchmarks time (benchmarks.timing's interface): the reference step, faster settings, floors.
 
 Every runner does exactly gan_torch.step.train_step's algorithm (G(z_d) without grad; D on
-[real; fake]; Adam on D; G's loss through the updated D; Adam on G) and changes only how it
-executes. All of them keep the uint8 training set on the device, gather each batch with a
-permutation drawn up front and draw the noise there, as the JAX fused loop does inside its
-compiled call, so both sides time the same work: batch gather + scale + noise + both updates.
+[real; fake], or on each apart when D has BatchNorm; Adam on D; G's loss through the updated D;
+Adam on G) and changes only how it executes. All of them keep the uint8 training set on the
+device, gather each batch with a permutation drawn up front and draw the noise there, as the
+JAX fused loop does inside its compiled call, so both sides time the same work: batch gather +
+scale + noise + both updates.
 
   eager        gan_torch.step.train_step itself (default torch.optim.Adam).
   tuned        the same maths with fused Adam, gradients from torch.autograd.grad (only the
-               tensors asked for: no D weight grads in G's step), no zero_grad pass.
+               tensors asked for: no D weight grads in G's step), no zero_grad pass; one D call
+               on [real; fake] where BatchNorm allows (the MLP, the DCGAN without --d-norm batch).
+  tuned_cl     `tuned` with the convolution weights in channels_last memory format (--arch dcgan
+               only): the activations already are (the nets permute NHWC images to NCHW views),
+               so oneDNN's kernels get NHWC operands throughout, no weight reorders.
   compiled     `tuned` under torch.compile (default mode; inductor), with foreach Adam so that
                inductor compiles the update too (it does not trace into the fused kernel).
   compiled_ro  the same under torch.compile(mode="reduce-overhead") (CUDA graphs; CUDA only).
@@ -29,7 +34,8 @@ from gan_common.config import Config
 from gan_torch import losses
 from gan_torch.step import Gan, TrainState, create, scale_images, train_step
 
-VARIANTS = ("eager", "tuned", "compiled", "compiled_ro", "cuda_graph")
+VARIANTS = ("eager", "tuned", "tuned_cl", "compiled", "compiled_ro", "cuda_graph")
+CONV_ONLY = ("tuned_cl",)  # variants that differ from `tuned` only for convolutions
 CUDA_ONLY = ("compiled_ro", "cuda_graph")
 
 
@@ -94,9 +100,13 @@ class TunedStep:
     Callable as step(x, z_d, z_g) -> metrics (4,), like the reference; updates the nets in place.
     """
 
-    def __init__(self, config: Config, device: torch.device, impl: dict | None = None):
+    def __init__(self, config: Config, device: torch.device, impl: dict | None = None,
+                 memory_format: torch.memory_format = torch.contiguous_format):
         _, state = _models_on(config, device)
         self.G, self.D, self.kind = state.generator, state.discriminator, config.g_loss
+        self.G.to(memory_format=memory_format)  # 4-d weights only; in place, before the optimisers see them
+        self.D.to(memory_format=memory_format)
+        self.separate_d = config.d_batch_norm
         self.g_params, self.d_params = list(self.G.parameters()), list(self.D.parameters())
         impl = adam_impl(device) if impl is None else impl  # e.g. {"fused": True} or {"foreach": True}
         kw = dict(lr=config.lr, betas=(config.beta1, config.beta2), eps=config.adam_eps, **impl)
@@ -107,9 +117,12 @@ class TunedStep:
         with torch.no_grad():
             fake_d = self.G(z_d)  # (B, 28, 28, 1); no G backward in D's step
 
-        # Update D: maximise log D(x) + log(1 - D(G(z_d))), one D call on [real; fake].
-        logits = self.D(torch.cat([x, fake_d]))  # (2B,)
-        real_logits, fake_logits = logits[:batch], logits[batch:]
+        # Update D: maximise log D(x) + log(1 - D(G(z_d))), one D call on [real; fake] where BatchNorm allows.
+        if self.separate_d:  # D's BatchNorm normalises each batch by its own statistics, as the reference
+            real_logits, fake_logits = self.D(x), self.D(fake_d)  # (B,), (B,)
+        else:
+            logits = self.D(torch.cat([x, fake_d]))  # (2B,)
+            real_logits, fake_logits = logits[:batch], logits[batch:]
         d_loss = losses.d_loss_fn(real_logits, fake_logits)
         for p, g in zip(self.d_params, torch.autograd.grad(d_loss, self.d_params), strict=True):
             p.grad = g  # replaces, never accumulates: no zero_grad pass
@@ -162,6 +175,8 @@ def _make_runner(name: str, config: Config, data_u8: torch.Tensor) -> Runner:
         return Runner(name, device, lambda: train_step(gan, state, *batches.next())[1])  # metrics (4,)
     if name == "tuned":
         step = TunedStep(config, device)
+    elif name == "tuned_cl":
+        step = TunedStep(config, device, memory_format=torch.channels_last)
     else:
         # foreach Adam, not fused: torch.compile does not trace into the fused kernel (a graph break),
         # while it does compile the foreach update into its own fused loops.

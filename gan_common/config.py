@@ -8,16 +8,19 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
+import re
 from typing import Any
 
-from gan_common.classifier_spec import EVAL_DATASETS
+from gan_common.augment import policy as augment_policy
 from gan_common.errors import UserError
 
 DATASETS = ("mnist", "fashion_mnist", "kmnist", "cifar10")
 DATA_SOURCES = ("auto", "package", "idx", "tfds")
 G_LOSSES = ("non_saturating", "minimax")
 PRECISIONS = ("float32", "bf16")
+CONV_IMPLS = ("auto", "xla", "custom")
 # How a run is laid out on hardware, not what it computes: a resumed run takes these from
 # its own command line (a multi-host job may come back on other hosts or device counts).
 LAUNCH_FIELDS = frozenset({"devices", "coordinator_address", "num_processes", "process_id"})
@@ -26,6 +29,8 @@ ARCHS = ("mlp", "dcgan")
 D_NORMS = ("batch", "spectral", "none")
 # (H, W, C) of each dataset's images: the models are built for the run's shape.
 IMAGE_SHAPES = {"mnist": (28, 28, 1), "fashion_mnist": (28, 28, 1), "kmnist": (28, 28, 1), "cifar10": (32, 32, 3)}
+DATA_PREFIXES = ("folder:", "npz:")  # --dataset folder:PATH / npz:PATH: the user's own images (gan_common.datasets)
+DCGAN_STAGES = {28: 2, 32: 2, 64: 3}  # --arch dcgan: image side -> stride-2 (de)convolutions; 64 adds one
 NUM_CLASSES = 10  # every dataset here (MNIST, Fashion-MNIST, KMNIST) has ten classes, labelled 0..9
 LABEL_EMBED_DIM = 10  # --conditional: a learned vector per class; 10-d can keep 10 classes apart, small next to z's 100
 
@@ -83,8 +88,24 @@ class Config:
     r1_weight: float = _field(
         0.0, "R1's gamma: weight/2 * mean(|grad D(x)|^2) on real images, added to D's loss (--loss gan; 0: off)"
     )
+    r1_every: int = _field(
+        1, "lazy R1 (Karras et al. 2020): R1 on every k-th D update only, its weight times k, so the double "
+        "backward pass runs 1/k as often (1: every update)"
+    )
+    augment: str = _field(
+        "", "DiffAugment (Zhao et al. 2020): comma-separated kinds among color, translation (1/8 of the side) and "
+        "cutout (half the side), applied to every image D sees, real and fake, G learning through them (empty: off)"
+    )
     # --- the optimisers: two independent Adams, the seed's settings ---
-    lr: float = _field(2e-4, "Adam learning rate of both G and D (the seed's 2e-4)")
+    lr: float = _field(2e-4, "Adam learning rate of G and D, unless --g-lr / --d-lr set their own (the seed's 2e-4)")
+    g_lr: float = _field(0.0, "G's own Adam learning rate (0: --lr); with --d-lr, the two time-scale rule of Heusel "
+                         "et al. 2017")
+    d_lr: float = _field(0.0, "D's own Adam learning rate (0: --lr); TTUR gives D the larger one, e.g. 4e-4 with "
+                         "--g-lr 1e-4")
+    lr_decay_steps: int = _field(
+        0, "both learning rates fall linearly to 0 at this step, lr (T - t) / T at step t (0: constant). A number, "
+        "not 'the run's length': a resumed run keeps its schedule. Usually --steps"
+    )
     beta1: float = _field(0.9, "Adam beta1 of both nets (the seed's 0.9; DCGAN recommends 0.5)")
     beta2: float = _field(0.999, "Adam beta2 of both nets (PyTorch's default 0.999)")
     adam_eps: float = _field(1e-8, "Adam epsilon, added to sqrt(v) as PyTorch and optax both do")
@@ -93,6 +114,10 @@ class Config:
         0.0, "decay of an exponential moving average of G's weights, which then draws the samples and evaluations "
         "(smoother than G's last step; 0: off; typical 0.999)"
     )
+    ema_rampup: bool = _field(
+        False, "warm the EMA up: its decay at step t is min(--ema-decay, (1 + t) / (10 + t)) (TensorFlow's "
+        "ExponentialMovingAverage rule), so G's first weights are forgotten within a short run (off: from step 0)"
+    )
     # --- the run ---
     steps: int = _field(0, "total training steps of the run, counted from step 0 (0: use --epochs)")
     epochs: float = _field(
@@ -100,8 +125,15 @@ class Config:
     )
     seed: int = _field(0, "run seed: weights, noise and the data order all derive from it")
     dataset: str = _field(
-        "mnist", "training set: 28x28 grey images, or cifar10's 32x32 colour ones (from tensorflow-datasets only)",
-        choices=DATASETS)
+        "mnist", "training set: mnist, fashion_mnist, kmnist (28x28 grey images), cifar10 (32x32 colour, from "
+        "tensorflow-datasets only), folder:PATH (PNG/JPEG/WebP images, one subfolder per class if any) or npz:PATH "
+        "(uint8 `images` (N, H, W[, C]), optional `labels`)")
+    image_size: int = _field(
+        0, "folder:/npz: data: side of the square images the run trains on, resized and centre-cropped (0: the "
+        "first image's side, rounded to 28, 32 or 64 for --arch dcgan); config.json records the size used")
+    channels: int = _field(
+        0, "folder:/npz: data: 1 (grey) or 3 (RGB) (0: the first image's, grey if it is grey); config.json records "
+        "the channels used")
     data_source: str = _field(
         "auto",
         "where images come from: package (MNIST shipped in gan_common), idx (four IDX files in --data-dir), "
@@ -114,8 +146,8 @@ class Config:
     sample_every: int = _field(2000, "steps between sample grids, drawn from one fixed noise batch")
     checkpoint_every: int = _field(5000, "steps between checkpoints (one is also written at the end and on Ctrl-C)")
     eval_every: int = _field(
-        0, "steps between FID and class-coverage evaluations logged to metrics.jsonl, with the dataset's classifier "
-        "(0: off; mnist and fashion_mnist only)"
+        0, "steps between evaluations logged to metrics.jsonl (0: off): FID and class coverage with the dataset's "
+        "classifier for mnist and fashion_mnist, KID on random-convnet features (kid_random) for any other dataset"
     )
     eval_samples: int = _field(2000, "generated images per --eval-every evaluation (more: less noisy, slower)")
     eval_c2st: bool = _field(
@@ -127,12 +159,28 @@ class Config:
         "this many steps; gan_torch: that many eager steps); logging, grids and checkpoints happen between calls"
     )
     resume: bool = _field(False, "continue the run in --out-dir from its newest checkpoint")
+    preset: str = _field(
+        "", "the --preset the run started from, recorded in config.json ('': none). A record only: the preset's "
+        "values are in the other fields, where Config.from_preset puts them"
+    )
+    tensorboard: bool = _field(
+        True, "write the logged scalars, sample grids and evaluations as TensorBoard events in RUN/tensorboard "
+        "(tensorboardX, no TensorFlow needed; --no-tensorboard: off)"
+    )
+    wandb: str = _field("", "also log to this Weights & Biases project (needs `pip install wandb`; empty: off)")
     # --- the hardware: numerics and layout ---
     precision: str = _field(
         "float32",
         "compute dtype: float32, or bf16 (bfloat16 matmuls and activations; parameters, optimiser state "
         "and losses stay float32)",
         choices=PRECISIONS,
+    )
+    conv_impl: str = _field(
+        "auto",
+        "gan_jax, --arch dcgan: how its convolutions run: xla (lax's own with autodiff; cuDNN on GPUs), custom "
+        "(kernel gradients by hand as matmuls: XLA:CPU's own are up to 100x slower) or auto (custom on CPUs, xla "
+        "elsewhere); the same sums up to float rounding",
+        choices=CONV_IMPLS,
     )
     devices: int = _field(
         0,
@@ -158,8 +206,18 @@ class Config:
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
-        """(H, W, C) of the dataset's images: what G draws and D reads."""
-        return IMAGE_SHAPES[self.dataset]
+        """(H, W, C) of the dataset's images: what G draws and D reads. folder:/npz: data's is settled when the run
+        reads it (gan_common.loop.run_training), then recorded as --image-size and --channels."""
+        if self.dataset in IMAGE_SHAPES:
+            return IMAGE_SHAPES[self.dataset]
+        if not (self.image_size and self.channels):
+            raise UserError(f"--dataset {self.dataset}: the image shape is known only once the data is read")
+        return self.image_size, self.image_size, self.channels
+
+    @property
+    def dcgan_stages(self) -> int:
+        """--arch dcgan: the stride-2 (de)convolutions between the image and the (side / 2^n)^2 starting maps."""
+        return DCGAN_STAGES[self.image_shape[0]]
 
     @property
     def d_batch_norm(self) -> bool:
@@ -181,20 +239,58 @@ class Config:
             return self.steps
         return max(1, round(self.epochs * self.steps_per_epoch(num_train)))
 
+    @classmethod
+    def from_preset(cls, name: str, **fields: Any) -> Config:
+        """The named preset (PRESETS) with `fields` overriding its values: the API's `--preset NAME --flag ...`."""
+        if name not in PRESETS:
+            raise UserError(f"--preset {name!r} is not one of {', '.join(sorted(PRESETS))}")
+        return cls(**{**PRESETS[name], **fields, "preset": name})
+
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
 
     @classmethod
     def from_json_file(cls, path: str) -> Config:
+        """A run's config.json, checked as the command line is (`validate`); errors name the file and field."""
         try:
-            with open(path) as f:
-                raw = json.load(f)
-            names = {f.name for f in dataclasses.fields(cls)}
-            return cls(**{k: v for k, v in raw.items() if k in names})
-        except (OSError, ValueError, TypeError) as e:
-            raise UserError(
-                f"cannot read run config {path}: {e}; expected a config.json written by a training run"
-            ) from None
+            return validate(cls(**json_fields(path)))
+        except UserError as e:
+            raise UserError(f"run config {path}: {e}") from None
+
+
+# The JSON types each field type accepts (an int is a float too; true is not an int here), and their JSON names.
+_JSON_TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}
+_JSON_NAMES = {"int": "integer", "float": "number", "str": "string", "bool": "true or false"}
+
+
+def json_fields(path: str) -> dict[str, Any]:
+    """The Config fields a JSON file sets, type-checked (unknown keys, such as a newer version's, are skipped);
+    a UserError, which the caller prefixes with the file, for an unreadable file, a file that is not one JSON
+    object, or a value of the wrong type."""
+    try:
+        with open(path, "rb") as f:
+            text = f.read()  # bytes: json.loads decodes them, and bad UTF-8 is "not JSON" like any other
+    except OSError as e:
+        raise UserError(f"cannot be read ({e.strerror or e})") from None
+    return typed_fields(text)
+
+
+def typed_fields(text: str | bytes) -> dict[str, Any]:
+    """json_fields of a JSON text (config.json's, or a neutral weight file's metadata)."""
+    try:
+        raw = json.loads(text)
+    except ValueError as e:  # not JSON, or not UTF-8
+        raise UserError(f"is not JSON ({e}); expected the config a training run writes") from None
+    if not isinstance(raw, dict):
+        raise UserError(f"holds {json.dumps(raw)[:40]}, not a JSON object of flag values")
+    values = {}
+    for f in dataclasses.fields(Config):
+        if f.name in raw:
+            value = raw[f.name]
+            if isinstance(value, bool) != (f.type == "bool") or not isinstance(value, _JSON_TYPES[f.type]):
+                raise UserError(f"field {f.name!r} is {json.dumps(value)[:40]}, expected a JSON {_JSON_NAMES[f.type]}")
+            values[f.name] = float(value) if f.type == "float" else value
+    return values
 
 
 def _widths(text: str, flag: str) -> tuple[int, ...]:
@@ -210,15 +306,20 @@ def _widths(text: str, flag: str) -> tuple[int, ...]:
 # Fields a resumed run may change: they set how long and how chattily it runs, not what it computes.
 RESUMABLE_OVERRIDES = frozenset(
     {"steps", "epochs", "log_every", "sample_every", "checkpoint_every", "eval_every", "eval_samples", "eval_c2st",
-     "steps_per_call", "resume", "data_dir"}
+     "steps_per_call", "resume", "data_dir", "tensorboard", "wandb",
+     # the same sums in another order (float32 rounding), as on another device: `auto` changes with the platform
+     "conv_impl"}
 ) | LAUNCH_FIELDS
 
 
 def validate(config: Config) -> Config:
     """Reject values no run can use, with one message naming the flag and what it accepts."""
     c = config
+    for f in dataclasses.fields(c):  # inf passes `> 0` and `>= 0` checks, and NaN fails every comparison quietly
+        if f.type == "float" and not math.isfinite(getattr(c, f.name)):
+            raise UserError(f"--{flag_name(f.name)} must be a finite number, got {getattr(c, f.name)}")
     positive_ints = ("batch_size", "latent_dim", "log_every", "sample_every", "checkpoint_every", "steps_per_call",
-                     "n_critic", "g_channels", "d_channels")
+                     "n_critic", "g_channels", "d_channels", "r1_every")
     for name in positive_ints:
         if getattr(c, name) <= 0:
             raise UserError(f"--{flag_name(name)} must be a positive integer, got {getattr(c, name)}")
@@ -226,9 +327,6 @@ def validate(config: Config) -> Config:
         raise UserError(f"--eval-every must be >= 0 and --eval-samples >= 10, got {c.eval_every}, {c.eval_samples}")
     if c.eval_c2st and not c.eval_every:
         raise UserError("--eval-c2st adds to the --eval-every evaluations; give --eval-every N as well")
-    if c.eval_every and c.dataset not in EVAL_DATASETS:
-        raise UserError(f"--eval-every scores samples with a classifier of their dataset, shipped only for "
-                        f"{' and '.join(EVAL_DATASETS)}; drop it for --dataset {c.dataset}")
     if c.devices < 0 or c.num_processes < 0 or c.process_id < -1:
         raise UserError(f"--devices and --num-processes must be >= 0 and --process-id >= -1, got "
                         f"{c.devices}, {c.num_processes}, {c.process_id}")
@@ -240,6 +338,15 @@ def validate(config: Config) -> Config:
         raise UserError(f"--epochs must be > 0 when --steps is 0, got {c.epochs}")
     if not c.lr > 0:
         raise UserError(f"--lr must be > 0, got {c.lr}")
+    for name, zero in (("g_lr", "--lr"), ("d_lr", "--lr"), ("lr_decay_steps", "no decay")):
+        if getattr(c, name) < 0:
+            raise UserError(f"--{flag_name(name)} must be >= 0 (0: {zero}), got {getattr(c, name)}")
+    if c.lr_decay_steps and c.lr_decay_steps < c.steps:
+        raise UserError(f"--lr-decay-steps {c.lr_decay_steps} ends the decay before --steps {c.steps}: the last "
+                        f"steps would train at lr 0; give --lr-decay-steps >= --steps (a resumed run keeps its own)")
+    if c.ema_rampup and not c.ema_decay:
+        raise UserError("--ema-rampup warms up the EMA of --ema-decay; give --ema-decay as well (e.g. 0.999)")
+    augment_policy(c.augment)
     if not c.adam_eps > 0:
         raise UserError(f"--adam-eps must be > 0, got {c.adam_eps}")
     for name in ("beta1", "beta2", "ema_decay"):
@@ -253,8 +360,23 @@ def validate(config: Config) -> Config:
         choices = f.metadata.get("choices")
         if choices and getattr(c, f.name) not in choices:
             raise UserError(f"--{flag_name(f.name)} {getattr(c, f.name)!r} is not one of {', '.join(choices)}")
+    _validate_data(c)
     _validate_arch(c)
     return c
+
+
+def _validate_data(c: Config) -> None:
+    """--dataset is a named one or folder:PATH / npz:PATH; --image-size and --channels describe only the latter."""
+    own = c.dataset.startswith(DATA_PREFIXES)
+    if c.dataset not in DATASETS and not (own and c.dataset.split(":", 1)[1]):
+        raise UserError(f"--dataset: invalid choice: {c.dataset!r}; expected one of {', '.join(DATASETS)}, "
+                        f"folder:PATH or npz:PATH")
+    if not own and (c.image_size or c.channels):
+        raise UserError(f"--image-size and --channels apply only to --dataset folder:PATH or npz:PATH; --dataset "
+                        f"{c.dataset} has {'x'.join(map(str, IMAGE_SHAPES[c.dataset]))} images; drop them")
+    if c.image_size < 0 or c.channels not in (0, 1, 3):
+        raise UserError(f"--image-size must be >= 0 (0: from the data) and --channels 1, 3 or 0 (from the data), "
+                        f"got {c.image_size}, {c.channels}")
 
 
 def _validate_losses(c: Config) -> None:
@@ -268,23 +390,25 @@ def _validate_losses(c: Config) -> None:
     if c.loss != "gan" and c.r1_weight:
         raise UserError(f"--r1-weight applies only to --loss gan (the log-loss), got --loss {c.loss}; "
                         "drop it or use --loss gan")
+    if c.r1_every != 1 and not c.r1_weight:
+        raise UserError(f"--r1-every {c.r1_every} spaces out R1, which is off; give --r1-weight as well")
     if c.loss != "gan" and c.g_loss != Config.g_loss:
         raise UserError(f"--g-loss {c.g_loss} applies only to --loss gan; --loss {c.loss} has its own G loss")
 
 
 def _validate_arch(c: Config) -> None:
     """Each model flag applies to one --arch; and the DCGAN's BatchNorm rules out per-sample penalties."""
-    own = {"mlp": ("g_hidden", "d_hidden"), "dcgan": ("g_channels", "d_channels", "d_norm")}
+    own = {"mlp": ("g_hidden", "d_hidden"), "dcgan": ("g_channels", "d_channels", "d_norm", "conv_impl")}
     for arch, names in own.items():
         for name in names:
             if c.arch != arch and getattr(c, name) != getattr(Config, name):
                 raise UserError(f"--{flag_name(name)} applies only to --arch {arch}, got --arch {c.arch}; drop it")
     if c.arch != "dcgan":
         return
-    height, width, _ = c.image_shape
-    if height % 4 or width % 4:
-        raise UserError(f"--arch dcgan upsamples twice by 2: --dataset {c.dataset}'s {height}x{width} images "
-                        f"must have sides divisible by 4")
+    side = IMAGE_SHAPES[c.dataset][0] if c.dataset in IMAGE_SHAPES else c.image_size  # 0: not read yet
+    if side and side not in DCGAN_STAGES:
+        raise UserError(f"--arch dcgan builds for {', '.join(map(str, DCGAN_STAGES))}-pixel images, not {side}; "
+                        f"pass --image-size {' or '.join(map(str, DCGAN_STAGES))}, or use --arch mlp")
     if c.d_batch_norm and (c.loss == "wgan_gp" or c.r1_weight):
         raise UserError("--loss wgan_gp and --r1-weight penalise each sample's input gradient, which D's BatchNorm "
                         "couples across the batch; add --d-norm spectral or none")
@@ -292,6 +416,17 @@ def _validate_arch(c: Config) -> None:
 
 def flag_name(name: str) -> str:
     return name.replace("_", "-")
+
+
+_FLAG = re.compile(r"--([a-z0-9]+(?:-[a-z0-9]+)*)")
+
+
+def as_field_names(message: str, renames: dict[str, str] | None = None) -> str:
+    """A UserError's message as the Python API says it: each `--flag` of a Config field becomes the field's
+    name (`--lr must be > 0` -> `lr must be > 0`); `renames` maps other flags' names to the API's words
+    ({"checkpoint": "path"}). The checks keep writing flags, so the CLI's messages stay as they are."""
+    names = {flag_name(f.name): f.name for f in dataclasses.fields(Config)} | (renames or {})
+    return _FLAG.sub(lambda m: names.get(m.group(1), m.group(0)), message)
 
 
 # Named bundles of flags (--preset NAME): each a configuration benchmarks/QUALITY.md measured, so a
@@ -305,6 +440,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 def resume_config(saved: Config, current: Config, given: set[str]) -> Config:
     """The config of a resumed run: the saved one, with the overrides a resume may make."""
+    given = set(given) - {"preset"}  # how the run started is a record: the saved one stays
     changed = sorted(
         n for n in given if n not in RESUMABLE_OVERRIDES and n != "out_dir" and getattr(saved, n) != getattr(current, n)
     )
@@ -320,6 +456,75 @@ def resume_config(saved: Config, current: Config, given: set[str]) -> Config:
         overrides["epochs"] = saved.epochs
     out = dataclasses.replace(saved, out_dir=current.out_dir, **overrides, resume=True)
     return validate(out)
+
+
+def parameter_count(config: Config) -> int:
+    """Trainable numbers in G and D together, as both backends build them (gan_torch.models, gan_jax.models)."""
+    height, width, channels = config.image_shape
+    pixels = height * width * channels
+    label = LABEL_EMBED_DIM if config.conditional else 0
+    tables = 2 * NUM_CLASSES * LABEL_EMBED_DIM if config.conditional else 0  # G's and D's label embeddings
+    if config.arch == "mlp":
+        g = (config.latent_dim + label, *config.g_hidden_sizes, pixels)
+        d = (pixels + label, *config.d_hidden_sizes, 1)
+        return sum((a + 1) * b for widths in (g, d) for a, b in zip(widths, widths[1:], strict=False)) + tables
+    n, start, gw, dw = _dcgan_widths(config)
+    features = start * dw[-1]  # D's flattened (H/2^n, W/2^n, 2^(n-1) dc) maps
+    g = (config.latent_dim + label) * start * gw[0] + 2 * gw[0]  # fc (no bias), bn0
+    g += sum(16 * a * b for a, b in zip(gw, gw[1:], strict=False)) + 2 * sum(gw[1:-1]) + channels  # deconvs, bns, bias
+    d = 16 * sum(a * b for a, b in zip(dw, dw[1:], strict=False)) + dw[1] + features + 1  # convs, conv1's bias, fc
+    d += sum(dw[2:]) * (2 if config.d_batch_norm else 1)  # bn2.. scales and biases, or conv2..'s biases
+    if config.conditional:  # D's table is the projection (10, features), not a label embedding
+        tables += NUM_CLASSES * features - NUM_CLASSES * LABEL_EMBED_DIM
+    return g + d + tables
+
+
+def _dcgan_widths(config: Config) -> tuple[int, int, list[int], list[int]]:
+    """The DCGAN's stages n, starting positions (H/2^n)(W/2^n), and channels along G ([2^(n-1) gc, ..., gc, C])
+    and D ([C, dc, ..., 2^(n-1) dc]), as gan_torch.models and gan_jax.models build them."""
+    height, width, channels = config.image_shape
+    n = config.dcgan_stages
+    gw = [config.g_channels * 2 ** (n - 1 - i) for i in range(n)] + [channels]
+    dw = [channels] + [config.d_channels * 2**i for i in range(n)]
+    return n, (height >> n) * (width >> n), gw, dw
+
+
+def memory_estimate(config: Config) -> int:
+    """Bytes a run needs at least, float32: parameters four times over (weights, gradients, Adam's two moments;
+    a fifth with --ema-decay), and each layer's activations for a step's images, kept for the backward pass
+    along with their gradients. A floor, not a forecast: it catches a width or batch no machine could hold."""
+    height, width, channels = config.image_shape
+    pixels = height * width * channels
+    if config.arch == "mlp":
+        g = config.latent_dim + sum(config.g_hidden_sizes) + pixels
+        d = pixels + sum(config.d_hidden_sizes) + 1
+    else:  # each layer's maps: side doubling as channels halve (G), the reverse (D)
+        n, start, gw, dw = _dcgan_widths(config)
+        g = config.latent_dim + sum(start * 4**i * w for i, w in enumerate(gw))
+        d = sum(start * 4 ** (n - i) * w for i, w in enumerate(dw)) + 1
+    per_image = g + 2 * d  # G's layers, and D's on a real and a fake image
+    copies = 5 if config.ema_decay else 4
+    return 4 * (copies * parameter_count(config) + 2 * config.images_per_step * per_image)
+
+
+def physical_memory() -> int | None:
+    """This machine's RAM in bytes (None where the OS does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # no sysconf (Windows), or no such name
+        return None
+
+
+def check_memory(config: Config, available: int | None = None) -> None:
+    """Refuse, before anything is allocated, a run that cannot fit in `available` bytes (default: this machine's
+    physical memory), rather than let it die later with an out-of-memory traceback."""
+    available = physical_memory() if available is None else available
+    need = memory_estimate(config)
+    if available is not None and need > available:
+        sizes = "--g-hidden, --d-hidden" if config.arch == "mlp" else "--g-channels, --d-channels"
+        raise UserError(f"this run needs at least {need / 2**30:,.1f} GiB (the nets' weights, gradients and Adam "
+                        f"states, and a batch's activations), more than this machine's {available / 2**30:,.1f} GiB; "
+                        f"reduce {sizes}, --latent-dim or --batch-size")
 
 
 def out_dir_is_writable(path: str) -> None:

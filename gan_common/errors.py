@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import sys
 from collections.abc import Callable
@@ -9,6 +10,12 @@ from collections.abc import Callable
 
 class UserError(Exception):
     """Something the user can fix (a flag, a file, a folder); the message says what and how."""
+
+
+def os_error_text(e: OSError) -> str:
+    """`No space left on device (ENOSPC)`: the words, and the errno name a user can search for."""
+    name = errno.errorcode.get(e.errno or 0)
+    return f"{e.strerror or e} ({name})" if name else str(e.strerror or e)
 
 
 def cli_entry(main: Callable[..., int | None]) -> Callable[..., int]:

@@ -94,7 +94,8 @@ def kernel_inception_distance(
     k(x, y) = (x.y / d + 1)^3, averaged over `n_subsets` random subsets of `subset_size` from
     each set (each drawn without replacement; capped at the smaller set). Returns the mean and
     the standard deviation over subsets (the spread of one subset's estimate, not the
-    standard error of the mean). Unlike FID, the estimator is unbiased, so 0 means "same
+    standard error of the mean; 0 when both sets are smaller than `subset_size` and of one size, as
+    every subset is then both whole sets). Unlike FID, the estimator is unbiased, so 0 means "same
     distribution" at any N and values at different N are comparable.
     """
     x, y = np.asarray(feats1, np.float64), np.asarray(feats2, np.float64)
@@ -103,6 +104,8 @@ def kernel_inception_distance(
     m = min(subset_size, x.shape[0], y.shape[0])
     if m < 2:
         raise ValueError("KID needs at least 2 samples in each set")
+    if m == x.shape[0] == y.shape[0]:  # every subset would be both whole sets: one estimate, no spread
+        return _mmd2_unbiased_poly(x, y), 0.0
     rng = np.random.default_rng(seed)
     values = np.array(
         [
@@ -185,7 +188,7 @@ def knn_radii(feats: np.ndarray, k: int = 3, chunk: int = 1000) -> np.ndarray:
 
 
 def precision_recall(
-    real_feats: np.ndarray, fake_feats: np.ndarray, k: int = 3, chunk: int = 1000
+    real_feats: np.ndarray, fake_feats: np.ndarray, k: int = 3, chunk: int = 1000, real_radii: np.ndarray | None = None
 ) -> tuple[float, float]:
     """Improved precision and recall (Kynkäänniemi et al. 2019).
 
@@ -193,9 +196,12 @@ def precision_recall(
     k-th nearest neighbour in the same set. Precision: the fraction of fake samples inside the
     real manifold (fidelity). Recall: the fraction of real samples inside the fake manifold
     (diversity). Distances are computed `chunk` rows at a time, so 10k x 10k needs ~80 MB.
+    `real_radii`: knn_radii(real_feats, k), when the caller keeps them (a fixed reference set's cost
+    ~2.5 s for 10k points on a 2-core CPU, paid once instead of per call).
     """
     real, fake = np.asarray(real_feats, np.float64), np.asarray(fake_feats, np.float64)
-    r_real, r_fake = knn_radii(real, k, chunk), knn_radii(fake, k, chunk)
+    r_real = knn_radii(real, k, chunk) if real_radii is None else real_radii
+    r_fake = knn_radii(fake, k, chunk)
     real_sq = (real * real).sum(1)
     fake_in_real = np.zeros(fake.shape[0], bool)
     real_in_fake = np.zeros(real.shape[0], bool)

@@ -22,18 +22,20 @@ Each backend converts to and from its own layout at its boundary.
 
 from __future__ import annotations
 
-import dataclasses
-import json
+import hashlib
 import os
 
 import numpy as np
 from safetensors import safe_open
-from safetensors.numpy import save_file
+from safetensors.numpy import save
 
-from gan_common.config import Config
+from gan_common.checkpoints import check_named_file, has_step_folders, newest_checkpoint
+from gan_common.config import Config, typed_fields, validate
 from gan_common.errors import UserError
+from gan_common.outputs import write_atomically
 
 WEIGHTS_FILE = "weights.safetensors"
+DIGEST_KEY = "tensors_sha256"  # metadata: tensors_digest of the file's tensors, checked on load
 EMA_NET = "generator_ema"  # the neutral name of G's EMA: keys generator_ema.<layer>.kernel|bias
 
 
@@ -45,13 +47,13 @@ def mlp_layer_names(num_hidden: int) -> tuple[str, ...]:
 def save_weights(path: str, tensors: dict[str, np.ndarray], config: Config) -> None:
     """Write the neutral file atomically (a crash leaves the old file or none, never half of one)."""
     arrays = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in tensors.items()}
-    tmp = path + ".tmp"
-    save_file(arrays, tmp, metadata={"format": "gan-neutral-v1", "config": config.to_json()})
-    os.replace(tmp, path)
+    metadata = {"format": "gan-neutral-v1", "config": config.to_json(), DIGEST_KEY: tensors_digest(arrays)}
+    data = save(arrays, metadata=metadata)  # bytes
+    write_atomically(path, lambda f: f.write(data))  # an ordinary file: 0644 under umask 022
 
 
 def load_weights(path: str) -> tuple[dict[str, np.ndarray], Config]:
-    """Read a neutral file: its tensors and the config of the run that wrote it."""
+    """Read a neutral file: its tensors (all finite) and the config of the run that wrote it."""
     if not os.path.isfile(path):
         raise UserError(f"no weight file at {path}; expected a {WEIGHTS_FILE} from a checkpoint of either backend")
     try:
@@ -62,9 +64,37 @@ def load_weights(path: str) -> tuple[dict[str, np.ndarray], Config]:
         raise UserError(f"{path} is not a readable safetensors file ({type(e).__name__}: {e})") from None
     if meta.get("format") != "gan-neutral-v1" or "config" not in meta:
         raise UserError(f"{path} is a safetensors file but not a gan neutral weight file (no gan-neutral-v1 metadata)")
-    raw = json.loads(meta["config"])
-    names = {f.name for f in dataclasses.fields(Config)}
-    return tensors, Config(**{k: v for k, v in raw.items() if k in names})
+    config = _metadata_config(path, meta["config"])
+    if DIGEST_KEY in meta and tensors_digest(tensors) != meta[DIGEST_KEY]:  # files from before it have none
+        raise UserError(f"{path} is damaged: its tensors do not match the sha256 recorded in it; use another "
+                        f"checkpoint")
+    for key, value in tensors.items():
+        if not np.all(np.isfinite(value)):
+            raise UserError(f"{path} holds NaN or inf in {key}; the file is damaged, use another checkpoint")
+    return tensors, config
+
+
+def _metadata_config(path: str, text: str) -> Config:
+    """The run config in a neutral file's metadata, each field of the type Config gives it, and validated."""
+    try:
+        fields = typed_fields(text)
+    except UserError as e:
+        raise UserError(f"{path}: metadata config {e}") from None
+    try:
+        return validate(Config(**fields))
+    except UserError as e:
+        raise UserError(f"{path}: metadata config is not a valid run config: {e}") from None
+
+
+def tensors_digest(tensors: dict[str, np.ndarray]) -> str:
+    """sha256 of every tensor's name, shape and float32 bytes, in name order: recorded in the file's own
+    metadata, so a lone weight file (no checkpoint manifest beside it) still shows a flipped byte."""
+    h = hashlib.sha256()
+    for key in sorted(tensors):
+        value = np.ascontiguousarray(tensors[key], dtype=np.float32)
+        h.update(f"{key}:{value.shape};".encode())
+        h.update(value.tobytes())
+    return h.hexdigest()
 
 
 def sampling_tensors(tensors: dict[str, np.ndarray], ema: bool = True) -> dict[str, np.ndarray]:
@@ -78,36 +108,30 @@ def sampling_tensors(tensors: dict[str, np.ndarray], ema: bool = True) -> dict[s
     return {**{k: v for k, v in tensors.items() if not k.startswith(prefix)}, **ema_tensors}
 
 
-# ----------------------------------------------------------------------------- checkpoint folders
-# Both backends lay checkpoints out as <out>/checkpoints/<step>/ holding WEIGHTS_FILE, so
-# finding the newest one, or the neutral file a user points at, is framework-free.
-def step_dirs(root: str) -> list[int]:
-    """Steps of the complete checkpoint folders under `root`, newest first (temporary folders ignored)."""
-    if not os.path.isdir(root):
-        return []
-    return sorted((int(n) for n in os.listdir(root) if n.isdigit() and os.path.isdir(os.path.join(root, n))),
-                  reverse=True)
-
-
-def latest_step_dir(root: str) -> str:
-    """The newest complete checkpoint folder under `root`."""
-    steps = step_dirs(root)
-    if not steps:
-        raise UserError(f"no checkpoint in {root}; expected step folders written by a training run")
-    return os.path.join(root, str(steps[0]))
-
-
+# ----------------------------------------------------------------------------- what --checkpoint names
 def resolve_weights_file(path: str) -> str:
-    """A run folder, its checkpoints folder, one step folder, or a weights file -> the neutral file."""
+    """A run folder, its checkpoints folder, one step folder, or a weights file -> the neutral file.
+
+    A run or checkpoints folder leads to its newest complete checkpoint (gan_common.checkpoints: newer broken
+    ones are skipped, saying so); a step folder or file named directly is used as it is, once it matches its
+    checkpoint's manifest (when it has one).
+    """
     if os.path.isfile(path):
-        return path
+        return _checked(path)
     if not os.path.isdir(path):
         raise UserError(f"--checkpoint {path!r} does not exist; expected a run folder, a checkpoint folder "
                         f"or a {WEIGHTS_FILE}")
     for candidate in (path, os.path.join(path, "checkpoints")):
         if os.path.isfile(os.path.join(candidate, WEIGHTS_FILE)):
-            return os.path.join(candidate, WEIGHTS_FILE)
-        if step_dirs(candidate):
-            return os.path.join(latest_step_dir(candidate), WEIGHTS_FILE)
+            return _checked(os.path.join(candidate, WEIGHTS_FILE))
+        if has_step_folders(candidate):
+            return os.path.join(newest_checkpoint(candidate, required=(WEIGHTS_FILE,)), WEIGHTS_FILE)
     raise UserError(f"--checkpoint {path!r} holds no checkpoint; expected a run folder, a checkpoint folder "
                     f"or a {WEIGHTS_FILE}")
+
+
+def _checked(path: str) -> str:
+    why = check_named_file(path)
+    if why is not None:
+        raise UserError(f"{path} is {why}; name the run folder to use its newest good checkpoint")
+    return path

@@ -1,4 +1,9 @@
-"""The product: the MLP GAN in Flax NNX + Optax, trained by one fused, jit-compiled loop."""
+"""The product: the MLP GAN in Flax NNX + Optax, trained by one fused, jit-compiled loop.
+
+Command lines: gan_jax.train, gan_jax.sample, gan_jax.evaluate; the same as calls: gan_jax.api.
+Importing the package itself only sets an XLA flag (below); what the API needs is imported by
+gan_jax.api, so `python -m gan_jax.train` loads none of it.
+"""
 
 import os as _os
 

@@ -12,6 +12,7 @@ import numpy as np
 import optax
 
 from gan_common.c2st import C2stPlan, plan, result
+from gan_jax.layers import leaky_relu
 
 Params = dict[str, jax.Array]
 
@@ -32,7 +33,7 @@ def logits(params: Params, x: jax.Array, negative_slope: float) -> jax.Array:
     h = x
     for name in ("conv1", "conv2"):
         h = conv3x3_stride2(h, params[f"{name}.kernel"])
-        h = jax.nn.leaky_relu(h + params[f"{name}.bias"], negative_slope)  # (B, H/2, W/2, 16), then (B, H/4, W/4, 32)
+        h = leaky_relu(h + params[f"{name}.bias"], negative_slope)  # (B, H/2, W/2, 16), then (B, H/4, W/4, 32)
     h = h.reshape(h.shape[0], -1)  # (B, H/4 * W/4 * 32), flattened (h, w, c)
     return (h @ params["head.kernel"] + params["head.bias"])[:, 0]
 

@@ -3,24 +3,29 @@
 Layout, shared with gan_torch: `<out>/checkpoints/<step>/` holds orbax's `state` (params,
 BatchNorm running statistics and spectral norm's u, v, both Adam states, step, run key, and G's
 EMA with --ema-decay) and `meta` (JSON), plus `weights.safetensors`, the neutral file either
-backend can sample from. Orbax writes each step to a temporary folder and renames it when
-complete, so a crash never leaves a half-written checkpoint.
+backend can sample from. gan_common.checkpoints makes it crash-safe: orbax and the neutral file
+write into a scratch folder, a manifest of their checksums comes last, and the folder is renamed
+when complete; readers check the manifest before orbax reads a byte, and skip a broken newest one.
 """
 
 from __future__ import annotations
 
+import contextlib
+import gc
+import logging
 import os
+import sys
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
 
+from gan_common.checkpoints import newest_checkpoint, save_step
 from gan_common.errors import UserError
 from gan_common.weights import (
     EMA_NET,
     WEIGHTS_FILE,
-    latest_step_dir,
     load_weights,
     resolve_weights_file,
     sampling_tensors,
@@ -29,12 +34,29 @@ from gan_common.weights import (
 from gan_jax import parallel
 from gan_jax.step import Gan, TrainState, create
 
-KEEP = 3  # newest checkpoints kept; older ones are deleted by orbax
+
+def _checkpointer() -> ocp.Checkpointer:
+    """Orbax's synchronous checkpointer of a step's two items: `state` (the TrainState) and `meta` (JSON:
+    step, backend, config). It writes into the scratch folder it is given; that folder's name and life are
+    gan_common.checkpoints'."""
+    return ocp.Checkpointer(ocp.CompositeCheckpointHandler())
 
 
-def _manager(root: str, create: bool) -> ocp.CheckpointManager:
-    options = ocp.CheckpointManagerOptions(max_to_keep=KEEP, create=create, enable_async_checkpointing=False)
-    return ocp.CheckpointManager(os.path.abspath(root), options=options, item_names=("state", "meta"))
+@contextlib.contextmanager
+def _orbax_quietly():
+    """Orbax's worker threads log each failure with a traceback (absl's logger), and its failed coroutines
+    print "Exception ignored in coroutine" when collected: the caller turns the failure into one line instead."""
+    logger, hook = logging.getLogger("absl"), sys.unraisablehook
+    disabled, logger.disabled = logger.disabled, True
+    sys.unraisablehook = lambda unraisable: None
+    try:
+        yield
+    except BaseException:
+        gc.collect()  # the failed coroutines are reported when collected: now, while the hook is quiet
+        raise
+    finally:
+        logger.disabled = disabled
+        sys.unraisablehook = hook
 
 
 # ----------------------------------------------------------------------------- neutral weights
@@ -95,24 +117,26 @@ def _at(tree: dict, dotted: str) -> dict:
 
 # ----------------------------------------------------------------------------- checkpoints
 def save(root: str, gan: Gan, state: TrainState) -> str:
-    """Write the checkpoint of `state.step` under `root`; return its folder.
+    """Write the checkpoint of `state.step` under `root` (gan_common.checkpoints.save_step: crash-safe, the
+    newest KEEP kept, a full disk one UserError); return its folder.
 
     Every process of a multi-process run calls this (orbax coordinates them); process 0 alone
-    writes the neutral weight file.
+    writes the neutral weight file and the manifest.
     """
     step = int(parallel.to_host(state.step))
-    with _manager(root, create=True) as mngr:
-        mngr.save(step, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(_stored(state)),
-            meta=ocp.args.JsonSave({"step": step, "backend": "gan_jax", "config": gan.config.to_json()}),
-        ), force=True)
-        mngr.wait_until_finished()
-    folder = os.path.join(root, str(step))
-    if parallel.is_primary():
-        save_weights(os.path.join(folder, WEIGHTS_FILE),
-                     export_weights(state.g_params, state.d_params, state.g_stats, state.d_stats, state.g_ema),
-                     gan.config)
-    return folder
+
+    def write(folder: str) -> None:
+        with _orbax_quietly():
+            _checkpointer().save(os.path.abspath(folder), args=ocp.args.Composite(
+                state=ocp.args.StandardSave(_stored(state)),
+                meta=ocp.args.JsonSave({"step": step, "backend": "gan_jax", "config": gan.config.to_json()}),
+            ))
+        if parallel.is_primary():
+            save_weights(os.path.join(folder, WEIGHTS_FILE),
+                         export_weights(state.g_params, state.d_params, state.g_stats, state.d_stats, state.g_ema),
+                         gan.config)
+
+    return save_step(root, step, write, "gan_jax", primary=parallel.is_primary())
 
 
 def _stored(state) -> dict:
@@ -122,22 +146,21 @@ def _stored(state) -> dict:
 
 
 def restore_latest(root: str, gan: Gan, state: TrainState) -> TrainState:
-    """The newest checkpoint under `root`, as a state shaped (and placed) like `state`; `gan` as in `save`."""
+    """The newest complete checkpoint under `root`, as a state shaped (and placed) like `state`; `gan` as in
+    `save`. Its files match their manifest before orbax reads them (gan_common.checkpoints.newest_checkpoint,
+    which skips broken newer ones)."""
     if not os.path.isdir(root):
         raise UserError(f"no checkpoints folder at {root}; --resume needs a run started with this --out-dir")
-    folder = latest_step_dir(root)
-    if not os.path.isdir(os.path.join(folder, "state")):
-        raise UserError(f"checkpoint {folder} holds no orbax state (written by gan_torch?); "
-                        f"resume a run with the backend that trained it")
+    folder = newest_checkpoint(root, required=("state", WEIGHTS_FILE), backend="gan_jax", warn=parallel.is_primary())
     abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, _stored(state))
     try:
-        with _manager(root, create=False) as mngr:
-            restored = mngr.restore(int(os.path.basename(folder)),
-                                    args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
-    except Exception as e:  # orbax/tensorstore raise many types for damaged files
+        with _orbax_quietly():
+            restored = _checkpointer().restore(os.path.abspath(folder),
+                                               args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
+    except Exception as e:  # intact files (checked above) that orbax cannot restore into this run's state
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        raise UserError(f"checkpoint {folder} is unreadable or corrupt ({type(e).__name__}: {first}); "
-                        f"delete that step folder to resume from the one before, or start afresh") from None
+        raise UserError(f"checkpoint {folder} does not fit this run's models ({type(e).__name__}: {first}); "
+                        f"resume it with the flags it was trained with, or start afresh") from None
     return state._replace(**restored["state"])
 
 

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 
 from gan_jax import parallel
-from gan_jax.step import Gan, TrainState, epoch_permutation, scale_images, step_draws, train_step
+from gan_jax.step import Gan, TrainState, epoch_permutation, scale_images, step_augment, step_draws, train_step
 
 StepFn = Callable[..., tuple[TrainState, jax.Array]]  # train_step's signature
 
@@ -25,7 +25,8 @@ def make_train_chunk(gan: Gan, num_train: int, step_fn: StepFn = train_step):
     a CPU, and a contiguous slice a step, rather than n_critic B scattered rows a step: faster at
     batch 64, benchmarks/RESULTS.md; it costs a second copy of the set on the device.) Each step draws
     its noise from (key, step) and runs `step_fn` (`train_step`; tests pass one that records its
-    inputs). The state is donated: its buffers are reused, never copied. With --conditional,
+    inputs; with --augment it gets the step's `step_augment` draws as `augment=`). The state is donated: its
+    buffers are reused, never copied. With --conditional,
     `data_labels` is the training set's (N,) int32 labels on the device, shuffled with the images;
     each step draws its fakes' classes from (key, step) (`step_labels`).
     On a mesh (`gan.mesh`), state and data are replicated and each device takes and draws only
@@ -53,7 +54,8 @@ def make_train_chunk(gan: Gan, num_train: int, step_fn: StepFn = train_step):
         # replaces 2-4 small ones per step (XLA:CPU runs threefry as a rolled loop, ~0.15 ms a
         # step at batch 64 drawn per step; benchmarks/RESULTS.md).
         steps = state.step + jnp.arange(num_steps, dtype=state.step.dtype)
-        draws = jax.vmap(lambda step: step_draws(state.key, step, config))(steps)
+        draws = jax.vmap(lambda step: (*step_draws(state.key, step, config), step_augment(state.key, step, config))
+                         )(steps)
         draws = jax.tree.map(lambda d: parallel.shard_batch(d, mesh, axis=1), draws)  # (K, rows, ...)
 
         def body(carry, draw):
@@ -65,12 +67,14 @@ def make_train_chunk(gan: Gan, num_train: int, step_fn: StepFn = train_step):
             start = pos * images_per_step
             rows = jax.lax.dynamic_slice_in_dim(shuffled[0], start, images_per_step)  # (n_critic B, H W C) uint8
             x = parallel.shard_batch(scale_images(rows).reshape(-1, *data.shape[1:]), mesh)  # in [-1, 1]
-            z_d, z_g, eps, y_d, y_g = (parallel.shard_batch(d, mesh) for d in draw)
+            z_d, z_g, eps, y_d, y_g, augment = jax.tree.map(lambda d: parallel.shard_batch(d, mesh), draw)
             labels = None
             if config.conditional:  # x's own labels, then the fakes' classes: (n_critic B,), (n_critic B,), (B,)
                 y_real = jax.lax.dynamic_slice_in_dim(shuffled[1], start, images_per_step)
                 labels = (parallel.shard_batch(y_real, mesh), y_d, y_g)
-            state, metrics = step_fn(gan, state, x, z_d, z_g, eps, labels)
+            # --augment's draws as a keyword, only when there are some: step_fns written before it still fit.
+            state, metrics = step_fn(gan, state, x, z_d, z_g, eps, labels,
+                                     **({} if augment is None else {"augment": augment}))
             return (state, shuffled), metrics
 
         (state, shuffled), metrics = jax.lax.scan(body, (state, shuffled), draws, length=num_steps)

@@ -6,7 +6,8 @@
 - `SpectralNorm`: torch.nn.utils.parametrizations.spectral_norm's maths, a mixin of the three.
 - `BatchNorm`: torch.nn.BatchNorm2d's (momentum 0.1, unbiased running variance).
 - `conv`, `deconv`: the DCGAN's 4x4 stride-2 (transposed) convolutions with hand-written kernel
-  gradients, which XLA:CPU computes slowly inside loops (measured below).
+  gradients, which XLA:CPU computes slowly inside loops (measured below); `xla_conv`, `xla_deconv`:
+  lax's own, with autodiff's gradients, for GPUs and TPUs (`conv_impl` picks per platform).
 """
 
 from __future__ import annotations
@@ -28,6 +29,14 @@ def torch_linear_init(fan_in: int):
 
     return init
 
+
+
+def leaky_relu(x: jax.Array, slope: float) -> jax.Array:
+    """torch's LeakyReLU, gradient included: at exactly 0 the slope (torch), not 1 (jax.nn.leaky_relu).
+
+    Exact zeros are not rare: DiffAugment's cutout and zero padding meet a DCGAN's zero initial biases, and
+    R1's gradient of D then differed by ~2% between the backends at step 0 (parity_tests/test_levers.py)."""
+    return jnp.where(x > 0, x, slope * x)
 
 
 def _accumulator(x: jax.Array):
@@ -211,36 +220,67 @@ class BatchNorm(nnx.Module):
 # in lax terms. The transposed one is the transpose of the plain one, whose stride-dilated input is
 # padded by k - 1 - p = 2 on each side.
 #
-# Both carry a hand-written kernel gradient. XLA:CPU computes autodiff's kernel gradients (convolutions
-# with batch and feature dimensions swapped) on a slow path: inside the fused loop's while loop,
-# D's second convolution's took 1,951 ms against 22 ms outside it, and the transposed one's 174 ms even
-# outside (B = 64, 2-core Xeon). Written as 16 strided slices and one matmul, the kernel gradient is the
-# same sum in another order, and runs at matmul speed in and out of loops.
+# Two implementations of the same sums, chosen per platform (--conv-impl, `conv_impl`):
+# - xla: lax's convolutions differentiated by autodiff; on GPUs and TPUs, the platform's own kernels
+#   (cuDNN's) for the forward pass and both gradients.
+# - custom (CPUs): lax's forward convolutions with a hand-written kernel gradient. XLA:CPU computes
+#   autodiff's kernel gradients (convolutions with batch and feature dimensions swapped) on a slow path:
+#   inside the fused loop's while loop, D's second convolution's took 1,951 ms against 22 ms outside it,
+#   and the transposed one's 174 ms even outside (B = 64, 2-core Xeon); on a 2-core EPYC, 575-1,850 ms
+#   of CPU time against 11-12 ms for the one below. Written as four matmuls, the kernel gradient is the
+#   same sum in another order and runs at matmul speed in and out of loops. XLA:CPU's own forward and
+#   input-gradient convolutions are kept: patch extraction plus one matmul was no faster
+#   (benchmarks/RESULTS.md).
 _DIMENSION_NUMBERS = ("NHWC", "HWIO", "NHWC")
 _CONV_PADDING = ((1, 1), (1, 1))
 _DECONV_PADDING = ((2, 2), (2, 2))
+CONV_IMPLS = ("xla", "custom")
+
+
+def conv_impl(name: str, platform: str | None = None) -> str:
+    """What --conv-impl `name` runs on `platform` (default: JAX's default backend): auto is custom on CPUs, where
+    XLA's kernel gradients are slow, and xla elsewhere, where the platform's convolution kernels are fast."""
+    if name != "auto":
+        return name
+    return "custom" if (platform or jax.default_backend()) == "cpu" else "xla"
+
+
+def xla_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """(B, 2H, 2W, I) -> (B, H, W, O), kernel (4, 4, I, O): lax's convolution. bfloat16 inputs give a float32
+    output (`_accumulator`), as every op here."""
+    return jax.lax.conv_general_dilated(x, kernel, (2, 2), _CONV_PADDING, dimension_numbers=_DIMENSION_NUMBERS,
+                                        preferred_element_type=_accumulator(x))
+
+
+def xla_deconv(h: jax.Array, kernel: jax.Array) -> jax.Array:
+    """(B, H, W, I) -> (B, 2H, 2W, O), kernel (4, 4, O, I), HWIO of the `xla_conv` it transposes:
+    lax.conv_transpose(transpose_kernel=True)."""
+    return jax.lax.conv_transpose(h, kernel, (2, 2), _DECONV_PADDING, dimension_numbers=_DIMENSION_NUMBERS,
+                                  transpose_kernel=True, preferred_element_type=_accumulator(h))
 
 
 def conv_kernel_grad(x: jax.Array, g: jax.Array) -> jax.Array:
     """d<g, conv(x, k)>/dk for conv(k=4, s=2, p=1): x (B, 2H, 2W, I), g (B, H, W, O) -> (4, 4, I, O).
 
-    conv(x, k)[b, h, w, o] = sum_{i, j, c} x_pad[b, 2h + i, 2w + j, c] k[i, j, c, o], so the gradient
-    of k[i, j] is the (I, O) product of x_pad's (i, j)-offset stride-2 slice with g over (b, h, w).
+    conv(x, k)[b, h, w, o] = sum_{i, j, c} x_pad[b, 2h + i, 2w + j, c] k[i, j, c, o]. With i = 2u + a and
+    j = 2v + e (all four in {0, 1}), x_pad viewed as (B, H + 1, 2, W + 1, 2, I) (a reshape: no copy) holds
+    x_pad[b, 2h + i, 2w + j] at [b, h + u, a, w + v, e]: the gradient of the four k[2u + a, 2v + e] of one
+    (u, v) is one product of g with the window [:, u:u + H, :, v:v + W] over (b, h, w): four (O, BHW) x
+    (BHW, 4I) matmuls, each window runs of whole rows. (16 stride-2 slices, stacked and copied again
+    transposed for one matmul, took 17 ms of CPU time at D's second convolution, batch 64; this 11.)
     """
-    height, width = g.shape[1:3]
-    x_pad = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))  # (B, 2H + 2, 2W + 2, I)
-    patches = jnp.stack([x_pad[:, i:i + 2 * height:2, j:j + 2 * width:2] for i in range(4) for j in range(4)],
-                        axis=3)  # (B, H, W, 16, I)
-    grad = jnp.einsum("bhwpi,bhwo->pio", patches, g, preferred_element_type=jnp.promote_types(x.dtype, g.dtype))
-    return grad.reshape(4, 4, x.shape[-1], g.shape[-1]).astype(jnp.result_type(x, g))
+    batch, height, width, out = g.shape
+    x_pad = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0))).reshape(batch, height + 1, 2, width + 1, 2, x.shape[-1])
+    grads = [jnp.einsum("bhwo,bhawec->oaec", g, x_pad[:, u:u + height, :, v:v + width],
+                        preferred_element_type=_accumulator(x)) for u in (0, 1) for v in (0, 1)]  # 4 x (O, 2, 2, I)
+    grad = jnp.stack(grads).reshape(2, 2, out, 2, 2, x.shape[-1])  # (u, v, O, a, e, I)
+    return grad.transpose(0, 3, 1, 4, 5, 2).reshape(4, 4, x.shape[-1], out).astype(jnp.result_type(x, g))
 
 
 @jax.custom_vjp
 def conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
-    """(B, 2H, 2W, I) -> (B, H, W, O), kernel (4, 4, I, O): lax's convolution, kernel gradient by hand.
-    bfloat16 inputs give a float32 output (`_accumulator`), as every op here."""
-    return jax.lax.conv_general_dilated(x, kernel, (2, 2), _CONV_PADDING, dimension_numbers=_DIMENSION_NUMBERS,
-                                        preferred_element_type=_accumulator(x))
+    """`xla_conv`, kernel gradient by hand (`conv_kernel_grad`)."""
+    return xla_conv(x, kernel)
 
 
 def _conv_fwd(x: jax.Array, kernel: jax.Array):
@@ -258,11 +298,9 @@ conv.defvjp(_conv_fwd, _conv_bwd)
 
 @jax.custom_vjp
 def deconv(h: jax.Array, kernel: jax.Array) -> jax.Array:
-    """(B, H, W, I) -> (B, 2H, 2W, O), kernel (4, 4, O, I), HWIO of the `conv` it transposes:
-    lax.conv_transpose(transpose_kernel=True). By adjointness, <g, deconv(h, k)> = <conv(g, k), h>,
-    so its kernel gradient is conv's at input g with cotangent h."""
-    return jax.lax.conv_transpose(h, kernel, (2, 2), _DECONV_PADDING, dimension_numbers=_DIMENSION_NUMBERS,
-                                  transpose_kernel=True, preferred_element_type=_accumulator(h))
+    """`xla_deconv`, kernel gradient by hand. By adjointness, <g, deconv(h, k)> = <conv(g, k), h>, so its
+    kernel gradient is conv's at input g with cotangent h."""
+    return xla_deconv(h, kernel)
 
 
 def _deconv_fwd(h: jax.Array, kernel: jax.Array):
@@ -277,6 +315,9 @@ def _deconv_bwd(residuals, g: jax.Array):
 
 deconv.defvjp(_deconv_fwd, _deconv_bwd)
 
+# impl -> (conv, deconv): the same maths up to float rounding
+CONV_OPS = {"xla": (xla_conv, xla_deconv), "custom": (conv, deconv)}
+
 
 def _apply(layer: nnx.Module, x: jax.Array, op: Callable, kernel: jax.Array) -> jax.Array:
     """What flax's layer computes, with `op` (conv, deconv or a matmul) in place of its lax call and `kernel`
@@ -290,8 +331,12 @@ def _apply(layer: nnx.Module, x: jax.Array, op: Callable, kernel: jax.Array) -> 
 
 
 class Conv(SpectralNorm, nnx.Conv):
-    """nnx.Conv (its parameters, initialisation and layout) computing `conv`: 4x4, stride 2, padding 1;
-    with spectral=True, its kernel spectrally normalised."""
+    """nnx.Conv (its parameters, initialisation and layout) computing `conv` or `xla_conv` (impl, one of
+    CONV_IMPLS): 4x4, stride 2, padding 1; with spectral=True, its kernel spectrally normalised."""
+
+    def __init__(self, *args, impl: str, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.impl = impl  # a static attribute: part of the graph definition, not of the state
 
     @staticmethod
     def torch_matrix(weight: jax.Array) -> jax.Array:
@@ -299,25 +344,31 @@ class Conv(SpectralNorm, nnx.Conv):
         return jnp.transpose(weight, (3, 2, 0, 1)).reshape(weight.shape[3], -1)
 
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        return _apply(self, x, conv, self.spectral_weight(train))
+        return _apply(self, x, CONV_OPS[self.impl][0], self.spectral_weight(train))
 
 
 class ConvTranspose(nnx.ConvTranspose):
-    """nnx.ConvTranspose (its parameters, initialisation and layout) computing `deconv`."""
+    """nnx.ConvTranspose (its parameters, initialisation and layout) computing `deconv` or `xla_deconv`."""
+
+    def __init__(self, *args, impl: str, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.impl = impl
 
     def __call__(self, h: jax.Array) -> jax.Array:
-        return _apply(self, h, deconv, self.kernel[...])
+        return _apply(self, h, CONV_OPS[self.impl][1], self.kernel[...])
 
 
 
 def strided_conv(n_in: int, n_out: int, rngs: nnx.Rngs, use_bias: bool = True, spectral: bool = False,
-          dtype=None) -> Conv:
-    """torch Conv2d(k=4, s=2, p=1): halves H and W. Kernel (4, 4, in, out), HWIO as the neutral file."""
+                 dtype=None, impl: str = "auto") -> Conv:
+    """torch Conv2d(k=4, s=2, p=1): halves H and W. Kernel (4, 4, in, out), HWIO as the neutral file.
+    impl: --conv-impl (auto, xla or custom; `conv_impl`)."""
     return Conv(n_in, n_out, (4, 4), strides=(2, 2), padding=_CONV_PADDING, use_bias=use_bias,
-                kernel_init=DCGAN_INIT, spectral=spectral, dtype=dtype, rngs=rngs)
+                kernel_init=DCGAN_INIT, spectral=spectral, dtype=dtype, impl=conv_impl(impl), rngs=rngs)
 
 
-def strided_deconv(n_in: int, n_out: int, rngs: nnx.Rngs, use_bias: bool = True, dtype=None) -> ConvTranspose:
+def strided_deconv(n_in: int, n_out: int, rngs: nnx.Rngs, use_bias: bool = True, dtype=None,
+                   impl: str = "auto") -> ConvTranspose:
     """torch ConvTranspose2d(k=4, s=2, p=1): doubles H and W.
 
     The transpose (gradient) of a stride-2 convolution whose kernel is this layer's, HWIO of
@@ -325,7 +376,7 @@ def strided_deconv(n_in: int, n_out: int, rngs: nnx.Rngs, use_bias: bool = True,
     neutral file's.
     """
     return ConvTranspose(n_in, n_out, (4, 4), strides=(2, 2), padding=_DECONV_PADDING, transpose_kernel=True,
-                         use_bias=use_bias, kernel_init=DCGAN_INIT, dtype=dtype, rngs=rngs)
+                         use_bias=use_bias, kernel_init=DCGAN_INIT, dtype=dtype, impl=conv_impl(impl), rngs=rngs)
 
 
 def dcgan_linear(n_in: int, n_out: int, rngs: nnx.Rngs, use_bias: bool = True, spectral: bool = False,

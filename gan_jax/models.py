@@ -31,6 +31,7 @@ from gan_jax.layers import (
     Embed,
     Linear,
     dcgan_linear,
+    leaky_relu,
     strided_conv,
     strided_deconv,
     torch_linear_init,
@@ -103,7 +104,7 @@ class Discriminator(nnx.Module):
         # no statistics: train changes nothing
         h = _with_label(x.reshape(x.shape[0], -1), self.label_embed, labels)  # (B, H W C [+ 10])
         for i in range(1, self.num_layers):
-            h = jax.nn.leaky_relu(getattr(self, f"fc{i}")(h), self.leaky_slope)  # (B, 512) then (B, 256)
+            h = leaky_relu(getattr(self, f"fc{i}")(h), self.leaky_slope)  # (B, 512) then (B, 256)
         return getattr(self, f"fc{self.num_layers}")(h)[:, 0]  # (B,) logits
 
 
@@ -111,59 +112,72 @@ class Discriminator(nnx.Module):
 # ----------------------------------------------------------------------------- DCGAN
 class DcganGenerator(nnx.Module):
     """z (B, latent_dim) [and labels (B,) int, --conditional] -> images (B, H, W, C) in [-1, 1]: project to
-    (H/4, W/4, 2c), upsample twice.
+    (H/2^n, W/2^n, 2^(n-1) c), then n stride-2 transposed convolutions, each halving the channels (n =
+    config.dcgan_stages: 2 for 28 and 32 pixels, 3 for 64).
 
     Layers before a BatchNorm have no bias: the normalisation subtracts it again (its gradient is 0).
     """
 
     def __init__(self, config: Config, rngs: nnx.Rngs):
         height, width, channels = config.image_shape
-        c = config.g_channels
-        self.start = (height // 4, width // 4, 2 * c)
+        n, c = config.dcgan_stages, config.g_channels
+        widths = [c * 2 ** (n - 1 - i) for i in range(n)] + [channels]  # n = 2: 2c, c, C
+        self.num_stages = n
+        self.start = (height >> n, width >> n, widths[0])
         self.label_embed = _label_embed(config, rngs)
         in_width = config.latent_dim + (LABEL_EMBED_DIM if config.conditional else 0)
         dtype = compute_dtype(config)
         self.fc = dcgan_linear(in_width, math.prod(self.start), rngs, use_bias=False, dtype=dtype)
-        self.bn0 = BatchNorm(2 * c, rngs)
-        self.deconv1 = strided_deconv(2 * c, c, rngs, use_bias=False, dtype=dtype)
-        self.bn1 = BatchNorm(c, rngs)
-        self.deconv2 = strided_deconv(c, channels, rngs, dtype=dtype)
+        self.bn0 = BatchNorm(widths[0], rngs)
+        for i in range(1, n + 1):  # deconv1 .. deconvn; a BatchNorm after each but the last
+            last = i == n
+            setattr(self, f"deconv{i}", strided_deconv(widths[i - 1], widths[i], rngs, use_bias=last, dtype=dtype,
+                                                       impl=config.conv_impl))
+            if not last:
+                setattr(self, f"bn{i}", BatchNorm(widths[i], rngs))
 
     def __call__(self, z: jax.Array, labels: jax.Array | None = None, train: bool = False) -> jax.Array:
         h = _with_label(z, self.label_embed, labels)  # (B, latent_dim [+ 10])
-        h = self.fc(h).reshape(-1, *self.start)  # (B, 7, 7, 2c): the flat index is NHWC's, (h, w, c)
+        h = self.fc(h).reshape(-1, *self.start)  # (B, H/2^n, W/2^n, 2^(n-1) c): the flat index is NHWC's, (h, w, c)
         h = jax.nn.relu(self.bn0(h, train))
-        h = jax.nn.relu(self.bn1(self.deconv1(h), train))  # (B, 14, 14, c)
-        return jnp.tanh(self.deconv2(h))  # (B, 28, 28, C) in [-1, 1]
+        for i in range(1, self.num_stages):
+            h = jax.nn.relu(getattr(self, f"bn{i}")(getattr(self, f"deconv{i}")(h), train))  # twice the side
+        return jnp.tanh(getattr(self, f"deconv{self.num_stages}")(h))  # (B, H, W, C) in [-1, 1]
 
 
 class DcganDiscriminator(nnx.Module):
-    """images (B, H, W, C) [and labels (B,) int, --conditional] -> logits (B,): two stride-2 convolutions with
-    LeakyReLU, then one linear logit; with --conditional, plus the projection <embed(y), h> (Miyato & Koyama
-    2018) of D's flattened features h. --d-norm spectral normalises every weight, the projection's table too."""
+    """images (B, H, W, C) [and labels (B,) int, --conditional] -> logits (B,): n stride-2 convolutions with
+    LeakyReLU (n = config.dcgan_stages; channels c, 2c[, 4c]), then one linear logit; with --conditional, plus the
+    projection <embed(y), h> (Miyato & Koyama 2018) of D's flattened features h. --d-norm batch puts a BatchNorm
+    after every convolution but the first; spectral normalises every weight, the projection's table too."""
 
     def __init__(self, config: Config, rngs: nnx.Rngs):
         height, width, channels = config.image_shape
-        c = config.d_channels
+        n, c = config.dcgan_stages, config.d_channels
+        widths = [channels] + [c * 2**i for i in range(n)]  # n = 2: C, c, 2c
         spectral = config.d_norm == "spectral"
-        features = (height // 4) * (width // 4) * 2 * c
+        features = (height >> n) * (width >> n) * widths[-1]
+        self.num_stages = n
         self.leaky_slope = config.leaky_slope
-        # no normalisation on D's input layer (the paper's rule for BatchNorm; spectral norm has none)
         dtype = compute_dtype(config)
-        self.conv1 = strided_conv(channels, c, rngs, spectral=spectral, dtype=dtype)
-        self.conv2 = strided_conv(c, 2 * c, rngs, use_bias=not config.d_batch_norm, spectral=spectral, dtype=dtype)
-        self.bn2 = BatchNorm(2 * c, rngs) if config.d_batch_norm else None
+        # no normalisation on D's input layer (the paper's rule for BatchNorm; spectral norm has none)
+        self.conv1 = strided_conv(channels, c, rngs, spectral=spectral, dtype=dtype, impl=config.conv_impl)
+        for i in range(2, n + 1):  # conv2 .. convn, each followed by bn2 .. bnn under --d-norm batch
+            setattr(self, f"conv{i}", strided_conv(widths[i - 1], widths[i], rngs, use_bias=not config.d_batch_norm,
+                                                   spectral=spectral, dtype=dtype, impl=config.conv_impl))
+            setattr(self, f"bn{i}", BatchNorm(widths[i], rngs) if config.d_batch_norm else None)
         self.fc = dcgan_linear(features, 1, rngs, spectral=spectral, dtype=dtype)
         # (10, features), N(0, 0.02) as the kernels: a per-class linear logit, added to fc's
         self.projection = (Embed(NUM_CLASSES, features, embedding_init=DCGAN_INIT, spectral=spectral, rngs=rngs)
                            if config.conditional else None)
 
     def __call__(self, x: jax.Array, labels: jax.Array | None = None, train: bool = False) -> jax.Array:
-        h = jax.nn.leaky_relu(self.conv1(x, train), self.leaky_slope)  # (B, 14, 14, c)
-        h = self.conv2(h, train)  # (B, 7, 7, 2c)
-        if self.bn2 is not None:
-            h = self.bn2(h, train)
-        h = jax.nn.leaky_relu(h, self.leaky_slope).reshape(h.shape[0], -1)  # (B, features), in (h, w, c) order
+        h = leaky_relu(self.conv1(x, train), self.leaky_slope)  # (B, H/2, W/2, c)
+        for i in range(2, self.num_stages + 1):
+            h = getattr(self, f"conv{i}")(h, train)  # (B, H/2^i, W/2^i, 2^(i-1) c)
+            norm = getattr(self, f"bn{i}")
+            h = leaky_relu(h if norm is None else norm(h, train), self.leaky_slope)
+        h = h.reshape(h.shape[0], -1)  # (B, features), in (h, w, c) order
         logits = self.fc(h, train)[:, 0]  # (B,)
         if self.projection is not None:
             logits = logits + jnp.sum(self.projection(labels, train) * h, axis=1)  # + <embed(y), h>

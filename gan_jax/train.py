@@ -2,6 +2,7 @@
 
     python -m gan_jax.train                          # the default run on the shipped MNIST
     python -m gan_jax.train --preset dcgan --epochs 5 --out-dir runs/dcgan
+    python -m gan_jax.train --config runs/dcgan/config.json --seed 1 --out-dir runs/dcgan_seed1
     python -m gan_jax.train --out-dir runs/dcgan --resume
 
 Flags and their meaning: docs/usage.md (or --help). The step is gan_jax.step.train_step, the loop

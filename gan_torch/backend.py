@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
+from gan_common.augment import AugmentDraws
 from gan_common.config import NUM_CLASSES, Config
 from gan_common.evaluation import evaluators
 from gan_common.loop import run_training
@@ -21,6 +22,7 @@ from gan_torch.step import (
     TrainState,
     autocast,
     create,
+    draw_step_augment,
     epoch_permutation,
     fixed_noise,
     sampling_generator,
@@ -111,8 +113,12 @@ class TorchBackend:
                 y_d = torch.randint(NUM_CLASSES, (config.images_per_step,), generator=rng)
                 y_g = torch.randint(NUM_CLASSES, (config.batch_size,), generator=rng)
                 labels = (self._batch_labels(), self._local(y_d), self._local(y_g))
+            augment = None
+            if config.augment:  # last from the generator, as train_step would draw them: the global batch's, sliced
+                augment = tuple(AugmentDraws(*(None if t is None else self._local(t) for t in draws))
+                                for draws in draw_step_augment(config, rng, config.batch_size))
             self.state, metrics = self.step_fn(self.gan, self.state, x, z_d, z_g,
-                                               None if eps is None else self._local(eps), labels)
+                                               None if eps is None else self._local(eps), labels, augment=augment)
             rows.append(metrics)  # (4,)
         return parallel.mean_over_ranks(torch.stack(rows), self.world)  # (num_steps, 4), global-batch means
 

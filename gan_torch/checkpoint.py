@@ -4,8 +4,8 @@ Layout, shared with gan_jax: `<out>/checkpoints/<step>/` holds `state.pt` (both 
 BatchNorm running statistics and spectral norm's u, v, both Adam states, the step, the noise
 generator's state and G's EMA with --ema-decay: only tensors and plain Python values, so it loads
 with `weights_only=True`) and `weights.safetensors`, the neutral file either backend can sample from.
-Each step folder is written under a temporary name and renamed when complete, so a crash never
-leaves a half-written checkpoint.
+gan_common.checkpoints makes it crash-safe: the parts are written into a scratch folder, a manifest
+of their checksums last, and the folder renamed when complete; readers skip a broken newest one.
 
 `save`, `restore_latest` and `load_state` are gan_common.loop.Checkpointer, with gan_jax.checkpoint's
 signatures; `restore_latest` fills the given state in place (gan_jax's returns a new one) and returns it.
@@ -13,28 +13,27 @@ signatures; `restore_latest` fills the given state in place (gan_jax's returns a
 
 from __future__ import annotations
 
+import io
 import os
-import shutil
 
 import numpy as np
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from gan_common.checkpoints import newest_checkpoint, save_step
 from gan_common.errors import UserError
+from gan_common.outputs import write_atomically
 from gan_common.weights import (
     EMA_NET,
     WEIGHTS_FILE,
-    latest_step_dir,
     load_weights,
     resolve_weights_file,
     sampling_tensors,
     save_weights,
-    step_dirs,
 )
 from gan_torch.step import Gan, TrainState, create
 
-KEEP = 3  # newest checkpoints kept; older step folders are deleted
 STATE_FILE = "state.pt"
 FORMAT = "gan_torch-checkpoint-v1"
 
@@ -125,16 +124,12 @@ def import_weights(tensors: dict[str, np.ndarray], G: nn.Module, D: nn.Module) -
 
 # ----------------------------------------------------------------------------- checkpoints
 def save(root: str, gan: Gan, state: TrainState) -> str:
-    """Write the checkpoint of `state.step` under `root`; keep the newest KEEP; return its folder."""
-    step = state.step
-    folder = os.path.join(root, str(step))
-    tmp = os.path.join(root, f".{step}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(tmp)
+    """Write the checkpoint of `state.step` under `root` (gan_common.checkpoints.save_step: crash-safe, the
+    newest KEEP kept, a full disk one UserError); return its folder."""
     stored = {
         "format": FORMAT,
         "config": gan.config.to_json(),
-        "step": torch.tensor(step, dtype=torch.int64),
+        "step": torch.tensor(state.step, dtype=torch.int64),
         "rng": state.rng.get_state(),  # (5056,) uint8: the noise generator's Mersenne Twister state
         "generator": state.generator.state_dict(),
         "discriminator": state.discriminator.state_dict(),
@@ -143,35 +138,31 @@ def save(root: str, gan: Gan, state: TrainState) -> str:
     }
     if state.g_ema is not None:
         stored["generator_ema"] = state.g_ema.state_dict()
-    torch.save(stored, os.path.join(tmp, STATE_FILE + ".tmp"))
-    os.replace(os.path.join(tmp, STATE_FILE + ".tmp"), os.path.join(tmp, STATE_FILE))
-    save_weights(os.path.join(tmp, WEIGHTS_FILE),
-                 export_weights(state.generator, state.discriminator, G_ema=state.g_ema), gan.config)
-    if os.path.isdir(folder):  # the same step saved again (a resumed run that stopped at once)
-        shutil.rmtree(folder)
-    os.replace(tmp, folder)
-    for old in step_dirs(root)[KEEP:]:
-        shutil.rmtree(os.path.join(root, str(old)), ignore_errors=True)
-    return folder
+
+    def write(folder: str) -> None:
+        os.makedirs(folder)
+        buffer = io.BytesIO()  # serialised in memory: a full disk is then an OSError of our own write, not torch's
+        torch.save(stored, buffer)
+        write_atomically(os.path.join(folder, STATE_FILE), lambda f: f.write(buffer.getvalue()))
+        save_weights(os.path.join(folder, WEIGHTS_FILE),
+                     export_weights(state.generator, state.discriminator, G_ema=state.g_ema), gan.config)
+
+    return save_step(root, state.step, write, "gan_torch")
 
 
 def restore_latest(root: str, gan: Gan, state: TrainState) -> TrainState:
-    """Load the newest checkpoint under `root` into `state` in place (nets, optimisers, EMA, step and the
-    noise generator's state) and return it; `gan` as in `save`."""
+    """Load the newest complete checkpoint under `root` into `state` in place (nets, optimisers, EMA, step and
+    the noise generator's state) and return it; `gan` as in `save`. Its files match their manifest before
+    torch reads them (gan_common.checkpoints.newest_checkpoint, which skips broken newer ones)."""
     if not os.path.isdir(root):
         raise UserError(f"no checkpoints folder at {root}; --resume needs a run started with this --out-dir")
-    folder = latest_step_dir(root)
+    primary = not (torch.distributed.is_initialized() and torch.distributed.get_rank() != 0)
+    folder = newest_checkpoint(root, required=(STATE_FILE, WEIGHTS_FILE), backend="gan_torch", warn=primary)
     path = os.path.join(folder, STATE_FILE)
-    if not os.path.isfile(path):
-        if os.path.isdir(os.path.join(folder, "state")):
-            raise UserError(f"checkpoint {folder} holds an orbax state, no {STATE_FILE} (written by gan_jax); "
-                            f"resume a run with the backend that trained it")
-        raise UserError(f"checkpoint {folder} holds no {STATE_FILE}; delete that step folder to resume from the "
-                        f"one before, or start afresh")
     fix = "delete that step folder to resume from the one before, or start afresh"
     try:
         stored = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # pickle and zip errors of many types for damaged files
+    except Exception as e:  # pickle and zip errors of many types: a file written damaged, its checksum of that
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
         raise UserError(f"checkpoint {path} is unreadable or corrupt ({type(e).__name__}: {first}); {fix}") from None
     if not isinstance(stored, dict) or stored.get("format") != FORMAT:

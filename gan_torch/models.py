@@ -102,7 +102,8 @@ def _spectral_norm(module: nn.Module) -> nn.Module:
 
 class DcganGenerator(nn.Module):
     """z (B, latent_dim) [and labels (B,) int, --conditional] -> images (B, H, W, C) in [-1, 1]: project to
-    (H/4, W/4, 2c), upsample twice.
+    (H/2^n, W/2^n, 2^(n-1) c), then n stride-2 transposed convolutions, each halving the channels (n =
+    config.dcgan_stages: 2 for 28 and 32 pixels, 3 for 64).
 
     Layers before a BatchNorm have no bias: the normalisation subtracts it again (its gradient is 0).
     BatchNorm2d's defaults (momentum 0.1, eps 1e-5, unbiased running variance) are the spec.
@@ -111,58 +112,70 @@ class DcganGenerator(nn.Module):
     def __init__(self, config: Config):
         super().__init__()
         height, width, channels = config.image_shape
-        c = config.g_channels
-        self.start = (height // 4, width // 4, 2 * c)
+        n, c = config.dcgan_stages, config.g_channels
+        widths = [c * 2 ** (n - 1 - i) for i in range(n)] + [channels]  # n = 2: 2c, c, C
+        self.num_stages = n
+        self.start = (height >> n, width >> n, widths[0])
         self.label_embed = _label_embed(config)
         in_width = config.latent_dim + (LABEL_EMBED_DIM if config.conditional else 0)
         self.fc = nn.Linear(in_width, math.prod(self.start), bias=False)
-        self.bn0 = nn.BatchNorm2d(2 * c)
-        self.deconv1 = nn.ConvTranspose2d(2 * c, c, 4, stride=2, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(c)
-        self.deconv2 = nn.ConvTranspose2d(c, channels, 4, stride=2, padding=1)
+        self.bn0 = nn.BatchNorm2d(widths[0])
+        for i in range(1, n + 1):  # deconv1 .. deconvn; a BatchNorm after each but the last
+            last = i == n
+            setattr(self, f"deconv{i}", nn.ConvTranspose2d(widths[i - 1], widths[i], 4, stride=2, padding=1, bias=last))
+            if not last:
+                setattr(self, f"bn{i}", nn.BatchNorm2d(widths[i]))
         self.apply(_dcgan_init)  # the label embedding keeps nn.Embedding's N(0, 1), as the MLP's
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         h = _with_label(z, self.label_embed, labels)  # (B, latent_dim [+ 10])
         # fc's outputs are indexed (h, w, c), NHWC's order (the neutral layout): reshape, then to NCHW.
-        h = self.fc(h).reshape(-1, *self.start).permute(0, 3, 1, 2)  # (B, 2c, H/4, W/4)
+        h = self.fc(h).reshape(-1, *self.start).permute(0, 3, 1, 2)  # (B, 2^(n-1) c, H/2^n, W/2^n)
         h = F.relu(self.bn0(h))
-        h = F.relu(self.bn1(self.deconv1(h)))  # (B, c, H/2, W/2)
-        h = torch.tanh(self.deconv2(h))  # (B, C, H, W) in [-1, 1]
+        for i in range(1, self.num_stages):
+            h = F.relu(getattr(self, f"bn{i}")(getattr(self, f"deconv{i}")(h)))  # twice the side, half the channels
+        h = torch.tanh(getattr(self, f"deconv{self.num_stages}")(h))  # (B, C, H, W) in [-1, 1]
         return h.permute(0, 2, 3, 1)  # (B, H, W, C)
 
 
 class DcganDiscriminator(nn.Module):
-    """images (B, H, W, C) [and labels (B,) int, --conditional] -> logits (B,): two stride-2 convolutions with
-    LeakyReLU, then one linear logit; with --conditional, plus the projection <embed(y), h> (Miyato & Koyama
-    2018) of D's flattened features h. --d-norm spectral normalises every weight, the projection's table too."""
+    """images (B, H, W, C) [and labels (B,) int, --conditional] -> logits (B,): n stride-2 convolutions with
+    LeakyReLU (n = config.dcgan_stages; channels c, 2c[, 4c]), then one linear logit; with --conditional, plus the
+    projection <embed(y), h> (Miyato & Koyama 2018) of D's flattened features h. --d-norm batch puts a BatchNorm
+    after every convolution but the first; spectral normalises every weight, the projection's table too."""
 
     def __init__(self, config: Config):
         super().__init__()
         height, width, channels = config.image_shape
-        c = config.d_channels
-        features = (height // 4) * (width // 4) * 2 * c
+        n, c = config.dcgan_stages, config.d_channels
+        widths = [channels] + [c * 2**i for i in range(n)]  # n = 2: C, c, 2c
+        features = (height >> n) * (width >> n) * widths[-1]
+        self.num_stages = n
         self.leaky_slope = config.leaky_slope
         self.conv1 = nn.Conv2d(channels, c, 4, stride=2, padding=1)  # no normalisation on D's input layer
-        self.conv2 = nn.Conv2d(c, 2 * c, 4, stride=2, padding=1, bias=not config.d_batch_norm)
-        self.bn2 = nn.BatchNorm2d(2 * c) if config.d_batch_norm else None
+        for i in range(2, n + 1):  # conv2 .. convn, each followed by bn2 .. bnn under --d-norm batch
+            setattr(self, f"conv{i}", nn.Conv2d(widths[i - 1], widths[i], 4, stride=2, padding=1,
+                                                bias=not config.d_batch_norm))
+            setattr(self, f"bn{i}", nn.BatchNorm2d(widths[i]) if config.d_batch_norm else None)
         self.fc = nn.Linear(features, 1)
         self.projection = nn.Embedding(NUM_CLASSES, features) if config.conditional else None
         self.apply(_dcgan_init)
         if self.projection is not None:
             nn.init.normal_(self.projection.weight, 0.0, 0.02)  # a per-class linear logit: N(0, 0.02) as the kernels
         if config.d_norm == "spectral":  # after the initialisation: torch starts u, v from the initial weights
-            for layer in (self.conv1, self.conv2, self.fc, self.projection):
+            convs = [getattr(self, f"conv{i}") for i in range(1, n + 1)]
+            for layer in (*convs, self.fc, self.projection):
                 if layer is not None:
                     _spectral_norm(layer)
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         h = F.leaky_relu(self.conv1(x.permute(0, 3, 1, 2)), self.leaky_slope)  # (B, c, H/2, W/2)
-        h = self.conv2(h)  # (B, 2c, H/4, W/4)
-        if self.bn2 is not None:
-            h = self.bn2(h)
+        for i in range(2, self.num_stages + 1):
+            h = getattr(self, f"conv{i}")(h)  # (B, 2^(i-1) c, H/2^i, W/2^i)
+            norm = getattr(self, f"bn{i}")
+            h = F.leaky_relu(h if norm is None else norm(h), self.leaky_slope)
         # Flattened in (h, w, c) order, as gan_jax's NHWC, so fc's kernel is the same matrix in both.
-        h = F.leaky_relu(h, self.leaky_slope).permute(0, 2, 3, 1).reshape(h.shape[0], -1)  # (B, features)
+        h = h.permute(0, 2, 3, 1).reshape(h.shape[0], -1)  # (B, features)
         logits = self.fc(h)[:, 0]  # (B,)
         if self.projection is not None:
             logits = logits + (self.projection(labels) * h).sum(dim=1)  # + <embed(y), h>

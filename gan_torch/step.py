@@ -15,6 +15,10 @@ One step is Goodfellow et al. (2014), Algorithm 1, with k = --n-critic D updates
   3. with --ema-decay d, the moving average of G's weights takes the new G: ema <- d ema + (1 - d) G.
 With --conditional, D scores (image, label) pairs: real images with their own labels, fakes
 G(z_d, y_d) and G(z_g, y_g) with labels drawn uniformly from the ten classes.
+The training levers, each off by default and each a function of the global step (gan_common.schedules):
+--g-lr / --d-lr (TTUR) and --lr-decay-steps set each net's Adam learning rate; --ema-rampup warms the EMA's
+decay up; --r1-every k puts R1 (times k) on every k-th D update only; --augment transforms every image D
+sees (gan_torch.augment), with random parameters passed in or, in a run, drawn from `state.rng`.
 Also here: the state, G's moving average, and the seeded random streams (the noise generator in
 `state.rng` is checkpointed, each epoch's order comes from (seed, epoch)), so a resumed run draws
 what a whole one would. Written plainly, one step at a time: this backend is the reference gan_jax
@@ -29,7 +33,11 @@ import dataclasses
 import numpy as np
 import torch
 
+from gan_common import schedules
+from gan_common.augment import AugmentDraws
 from gan_common.config import Config
+from gan_torch.augment import augment as diff_augment
+from gan_torch.augment import draw as draw_augment
 from gan_torch.losses import d_loss_fn, g_loss_fn, gradient_penalty, mean_d_output, r1_penalty
 from gan_torch.models import build_discriminator, build_generator
 
@@ -76,9 +84,18 @@ def stream_seed(seed: int, *path: int) -> int:
     return int(np.random.SeedSequence([seed % 2**64, *path]).generate_state(1)[0])
 
 
-def adam(params, config: Config) -> torch.optim.Adam:
-    """Adam with the config's settings; eps is added outside the square root, as in optax."""
-    return torch.optim.Adam(params, lr=config.lr, betas=(config.beta1, config.beta2), eps=config.adam_eps)
+def adam(params, config: Config, lr: float | None = None) -> torch.optim.Adam:
+    """Adam with the config's settings (lr None: --lr); eps is added outside the square root, as in optax."""
+    return torch.optim.Adam(params, lr=config.lr if lr is None else lr, betas=(config.beta1, config.beta2),
+                            eps=config.adam_eps)
+
+
+def set_lr(optimizer: torch.optim.Adam, config: Config, net: str, step: int) -> None:
+    """With --lr-decay-steps, `net`'s learning rate for step `step` (gan_common.schedules, float64), set before its
+    updates: a function of the step, so the optimiser's saved lr is never what a resumed run goes by."""
+    if config.lr_decay_steps:
+        for group in optimizer.param_groups:
+            group["lr"] = schedules.learning_rate(config, net, step)
 
 
 def autocast(config: Config, device: str = "cpu"):
@@ -95,8 +112,8 @@ def create(config: Config) -> tuple[Gan, TrainState]:
     state = TrainState(
         generator=generator,
         discriminator=discriminator,
-        g_opt=adam(generator.parameters(), config),
-        d_opt=adam(discriminator.parameters(), config),
+        g_opt=adam(generator.parameters(), config, schedules.base_lr(config, "g")),
+        d_opt=adam(discriminator.parameters(), config, schedules.base_lr(config, "d")),
         step=0,
         rng=torch.Generator().manual_seed(stream_seed(config.seed, _NOISE)),
         g_ema=init_ema(config, generator),
@@ -106,19 +123,21 @@ def create(config: Config) -> tuple[Gan, TrainState]:
 
 # ----------------------------------------------------------------------------- G's moving average
 def init_ema(config: Config, generator: torch.nn.Module) -> torch.nn.Module | None:
-    """The EMA at its start: a copy of G (no warm-up or bias correction), outside autograd and in eval
+    """The EMA at its start: a copy of G (--ema-rampup then forgets it fast), outside autograd and in eval
     mode (it only samples); None without --ema-decay."""
     return copy.deepcopy(generator).requires_grad_(False).eval() if config.ema_decay else None
 
 
 @torch.no_grad()
-def update_ema(ema: torch.nn.Module, generator: torch.nn.Module, decay: float) -> None:
-    """ema <- decay * ema + (1 - decay) * generator, parameter by parameter, in place.
+def update_ema(ema: torch.nn.Module, generator: torch.nn.Module, decay: float, take: float | None = None) -> None:
+    """ema <- decay * ema + take * generator, parameter by parameter, in place; take = 1 - decay unless given
+    (gan_common.schedules.ema_weights gives both).
 
     Buffers (a DCGAN G's BatchNorm running statistics) are copied, not averaged: the EMA samples
     with G's live running statistics, as gan_jax's `sampling_params` with `state.g_stats`."""
+    take = 1 - decay if take is None else take
     for e, p in zip(ema.parameters(), generator.parameters(), strict=True):
-        e.copy_(decay * e + (1 - decay) * p)
+        e.copy_(decay * e + take * p)
     for e, b in zip(ema.buffers(), generator.buffers(), strict=True):
         e.copy_(b)
 
@@ -136,12 +155,13 @@ def _loss_dtype(logits: torch.Tensor) -> torch.Tensor:
 
 
 def d_objective(gan: Gan, state: TrainState, x: torch.Tensor, fake: torch.Tensor, eps: torch.Tensor | None,
-                labels: tuple[torch.Tensor, torch.Tensor] | None = None):
+                labels: tuple[torch.Tensor, torch.Tensor] | None = None, r1_now: bool = True):
     """D's loss on one real batch x (B, H, W, C) and one fake batch (B, H, W, C), plus its penalty; and D's
     real and fake logits, each (B,).
 
     labels (--conditional): (y_real, y_fake), each (B,) int, the classes D is told; the penalties
     take D at the real labels (WGAN-GP's interpolates too: D's gradient in x at a fixed class).
+    r1_now: whether this D update carries R1 (--r1-every k: every k-th, weighted k times; `schedules.r1_due`).
     """
     config, batch = gan.config, x.shape[0]
     y_real, y_both = (None, None) if labels is None else (labels[0], torch.cat(labels))  # (B,), (2B,)
@@ -164,32 +184,44 @@ def d_objective(gan: Gan, state: TrainState, x: torch.Tensor, fake: torch.Tensor
         loss = d_loss_fn(real_logits, fake_logits, config.loss)
         if config.loss == "wgan_gp":
             loss = loss + gradient_penalty(discriminate, x, fake, eps, config.gp_weight)
-        if config.r1_weight:
-            loss = loss + r1_penalty(discriminate, x, config.r1_weight)
+        if config.r1_weight and r1_now:
+            loss = loss + r1_penalty(discriminate, x, config.r1_weight * config.r1_every)
     return loss, real_logits, fake_logits
 
 
-def g_objective(gan: Gan, state: TrainState, z_g: torch.Tensor, y_g: torch.Tensor | None = None) -> torch.Tensor:
+def g_objective(gan: Gan, state: TrainState, z_g: torch.Tensor, y_g: torch.Tensor | None = None,
+                augment: AugmentDraws | None = None) -> torch.Tensor:
     """G's loss on D's logits of G(z_g) (of (G(z_g, y_g), y_g) with --conditional); plain D: under
-    torchrun only G's gradients are averaged over ranks."""
+    torchrun only G's gradients are averaged over ranks. With --augment, D sees G(z_g) augmented by
+    `augment`'s draws, and G's gradient flows back through the augmentation."""
     with autocast(gan.config, z_g.device.type):
-        logits = _loss_dtype(state.discriminator(state.g_sync(z_g, y_g), y_g))  # (B,)
+        fake = state.g_sync(z_g, y_g)  # (B, H, W, C)
+        if augment is not None:
+            fake = diff_augment(fake, augment)
+        logits = _loss_dtype(state.discriminator(fake, y_g))  # (B,)
     return g_loss_fn(logits, gan.config.g_loss, gan.config.loss)
 
 
 def d_update(gan: Gan, state: TrainState, x: torch.Tensor, z_d: torch.Tensor, eps: torch.Tensor | None,
-             y_real: torch.Tensor | None = None, y_d: torch.Tensor | None = None
+             y_real: torch.Tensor | None = None, y_d: torch.Tensor | None = None,
+             augment: tuple[AugmentDraws, AugmentDraws] | None = None, update: int = 0
              ) -> tuple[TrainState, torch.Tensor]:
     """One D update on real batch x (B, H, W, C) and fakes G(z_d), z_d (B, latent_dim), in place; returns
     `state` and [d_loss, d_real, d_fake] (3,) (gan_jax.step.d_update's signature; its state is a new one).
 
     y_real, y_d (--conditional): x's labels and the fakes' drawn labels, each (B,) int.
+    augment (--augment): the draws of x's and of the fakes' augmentations; D, and its penalties, see only
+    augmented images. update: this update's index in the step, 0 .. n_critic - 1 (for --r1-every).
     """
-    with torch.no_grad(), autocast(gan.config, z_d.device.type):
+    config = gan.config
+    with torch.no_grad(), autocast(config, z_d.device.type):
         # (B, H, W, C); no G backward in D's step (train mode: G's running stats move)
         fake = state.generator(z_d, y_d)
+    if augment is not None:  # D's inputs, constants of its gradient
+        x, fake = diff_augment(x, augment[0]), diff_augment(fake, augment[1])
+    r1_now = schedules.r1_due(state.step, config.n_critic, update, config.r1_every)
     loss, real_logits, fake_logits = d_objective(gan, state, x, fake, eps,
-                                                 None if y_real is None else (y_real, y_d))
+                                                 None if y_real is None else (y_real, y_d), r1_now)
     state.d_opt.zero_grad()
     loss.backward()
     state.d_opt.step()
@@ -201,6 +233,7 @@ def d_update(gan: Gan, state: TrainState, x: torch.Tensor, z_d: torch.Tensor, ep
 def train_step(gan: Gan, state: TrainState, x: torch.Tensor, z_d: torch.Tensor, z_g: torch.Tensor,
                eps: torch.Tensor | None = None,
                labels: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+               augment: tuple[AugmentDraws, AugmentDraws, AugmentDraws] | None = None,
                ) -> tuple[TrainState, torch.Tensor]:
     """n_critic D updates then one G step on given inputs: gan_jax.step.train_step's signature and return type,
     but `state` is updated in place (nets, optimisers, EMA, step + 1) and returned itself, not a copy.
@@ -210,36 +243,58 @@ def train_step(gan: Gan, state: TrainState, x: torch.Tensor, z_d: torch.Tensor, 
     z_g: (B, latent_dim) noise; eps: (n_critic * B,) interpolation weights in [0, 1], wgan_gp only;
     labels (--conditional only): (y_real, y_d, y_g) int, x's labels and the fakes' drawn classes,
     y_real and y_d (n_critic * B,) in the rows of x and z_d, y_g (B,) with z_g.
+    augment (--augment only): (real, fake, g) `AugmentDraws`, the draws of x's rows, of the D fakes' rows
+    (n_critic * B each) and of G's fakes (B,); None with --augment: drawn here from `state.rng`, after
+    everything the caller drew (`draw_step_augment`).
     Returns (state, metrics (4,) = [d_loss, g_loss, d_real, d_fake]), D's three averaged over its
     updates; d_loss includes the penalty, d_real / d_fake are `mean_d_output`.
     After the call each parameter's .grad holds the gradient of its own net's last update.
     """
-    batch = z_g.shape[0]
+    config, batch = gan.config, z_g.shape[0]
     y_real, y_d, y_g = (None, None, None) if labels is None else labels
+    if augment is None and config.augment:
+        augment = draw_step_augment(config, state.rng, batch)
+    d_augment, g_augment = (None, None) if augment is None else (augment[:2], augment[2])
 
-    def rows_of(a: torch.Tensor | None, rows: slice) -> torch.Tensor | None:
+    def rows_of(a, rows: slice):  # a tensor, a tuple of them (AugmentDraws, d_augment) or None: rows `rows`
+        if isinstance(a, tuple):
+            parts = [rows_of(b, rows) for b in a]
+            return AugmentDraws(*parts) if isinstance(a, AugmentDraws) else tuple(parts)
         return None if a is None else a[rows]
 
-    d_metrics = torch.stack([
-        d_update(gan, state, x[rows], z_d[rows], *(rows_of(a, rows) for a in (eps, y_real, y_d)))[1]
-        for rows in (slice(k * batch, (k + 1) * batch) for k in range(gan.config.n_critic))
-    ]).mean(dim=0)  # (3,)
+    def d_metrics_of(k: int) -> torch.Tensor:  # D update k, on rows [k B, (k + 1) B) of every input
+        rows = slice(k * batch, (k + 1) * batch)
+        inputs = (rows_of(a, rows) for a in (eps, y_real, y_d, d_augment))
+        return d_update(gan, state, x[rows], z_d[rows], *inputs, update=k)[1]
+
+    set_lr(state.d_opt, config, "d", state.step)
+    d_metrics = torch.stack([d_metrics_of(k) for k in range(config.n_critic)]).mean(dim=0)  # (3,)
 
     # Update G: descend its loss on D(G(z_g)) through the updated D; D's parameters are constants here
     # (its running statistics move: both nets stay in train mode for every forward of a step).
     D = state.discriminator
     D.requires_grad_(False)  # backward stops at D's input: D's .grad keeps D's own step
-    g_loss = g_objective(gan, state, z_g, y_g)
+    g_loss = g_objective(gan, state, z_g, y_g, g_augment)
     state.g_opt.zero_grad()
     g_loss.backward()
+    set_lr(state.g_opt, config, "g", state.step)  # gan_jax's `decayed`
     state.g_opt.step()
     D.requires_grad_(True)
     if state.g_ema is not None:
-        update_ema(state.g_ema, state.generator, gan.config.ema_decay)
+        update_ema(state.g_ema, state.generator, *schedules.ema_weights(state.step, config.ema_decay,
+                                                                        config.ema_rampup))
     state.step += 1
 
     with torch.no_grad():
         return state, torch.stack([d_metrics[0], g_loss, d_metrics[1], d_metrics[2]])
+
+
+def draw_step_augment(config: Config, rng: torch.Generator, batch: int
+                      ) -> tuple[AugmentDraws, AugmentDraws, AugmentDraws]:
+    """--augment: train_step's `augment` drawn from `rng`, (real, fake, g): n_critic * batch rows, as many, batch.
+    Under torchrun each rank draws its own slice's from its copy of the generator (ranks' draws coincide)."""
+    rows = (config.n_critic * batch, config.n_critic * batch, batch)
+    return tuple(draw_augment(rng, n, config.augment, config.image_shape) for n in rows)
 
 
 # ----------------------------------------------------------------------------- data and fixed noise

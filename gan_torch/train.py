@@ -2,6 +2,7 @@
 
     python -m gan_torch.train                          # the default run on the shipped MNIST
     python -m gan_torch.train --preset dcgan --epochs 5 --out-dir runs/dcgan
+    python -m gan_torch.train --config runs/dcgan/config.json --seed 1 --out-dir runs/dcgan_seed1
     python -m gan_torch.train --out-dir runs/dcgan --resume
     torchrun --nproc-per-node 2 -m gan_torch.train --batch-size 64   # data parallel (gan_torch.parallel)
 

@@ -43,6 +43,16 @@ SPECS = (
                                   d_norm="spectral")),
 )
 
+# --arch dcgan at 64 pixels (parity_tests/test_dcgan64.py): one more stride-2 stage in G and D, at widths 4, so
+# three BatchNorms in G and two in D (or every D weight spectrally normalised) at milliseconds per step. Their
+# data is the user's own (folder:/npz:), so the shape is given as the run would record it.
+_DCGAN64 = dict(arch="dcgan", dataset="npz:parity", image_size=64, channels=3, latent_dim=16, g_channels=4,
+                d_channels=4, batch_size=8)
+DCGAN64_SPECS = (
+    Spec("dcgan64", Config(**_DCGAN64)),
+    Spec("dcgan64_spectral_conditional", Config(**_DCGAN64, d_norm="spectral", conditional=True)),
+)
+
 # The --loss kinds beyond the default pair (parity_tests/test_losses.py). Their steps run D's
 # backward twice (the penalties) or n_critic times: a narrower MLP at batch 32 keeps the
 # 100-step float64 trajectories fast, and every layer kind (ReLU, LeakyReLU, tanh) is still in.
@@ -71,11 +81,13 @@ class Adapter(Protocol):
     def generate(self, z: np.ndarray, labels=None) -> np.ndarray: ...  # (B, latent) -> (B, 28, 28, 1)
     def discriminate(self, x: np.ndarray, labels=None) -> np.ndarray: ...  # (B, 28, 28, 1) -> (B,) logits
     # eps: WGAN-GP's interpolation weights (n_critic B,), only for --loss wgan_gp (see `inputs`);
-    # labels: (y_real, y_d, y_g), only for --conditional (see `class_labels`; labelss: each (T, ...)).
-    def step(self, x, z_d, z_g, eps=None, labels=None) -> np.ndarray: ...  # one real train_step -> metrics (4,)
-    def steps(self, xs, z_ds, z_gs, epss=None, labelss=None) -> np.ndarray: ...  # T real train_steps -> (T, 4)
+    # labels: (y_real, y_d, y_g), only for --conditional (see `class_labels`; labelss: each (T, ...));
+    # augment: (real, fake, g) AugmentDraws of NumPy arrays, only for --augment (see `augment_draws`).
+    def step(self, x, z_d, z_g, eps=None, labels=None, augment=None) -> np.ndarray: ...  # one train_step -> (4,)
+    def steps(self, xs, z_ds, z_gs, epss=None, labelss=None, augments=None) -> np.ndarray: ...  # T steps -> (T, 4)
     # The gradients are those the real train_step hands its optimisers (D's of its last update), in its dtype.
-    def step_with_grads(self, x, z_d, z_g, eps=None, labels=None) -> tuple[np.ndarray, Tensors, Tensors]: ...
+    def step_with_grads(self, x, z_d, z_g, eps=None, labels=None,
+                        augment=None) -> tuple[np.ndarray, Tensors, Tensors]: ...
     def params(self) -> Tensors: ...  # G's and D's parameters in the state's dtype (export rounds to float32)
     def penalty_with_grads(self, kind, x, fake, eps=None) -> tuple[float, Tensors]: ...  # "gp" / "r1", D's grads
     # Static: the backend's Adam factory, its Backend, its run and sample entry points.
@@ -104,8 +116,8 @@ class JaxAdapter:
         self.gan, self.state = step.create(config)
         self._step = jax.jit(functools.partial(step.train_step, self.gan))
         self._recording_step = None  # train_step with `_recording` optimisers: built by step_with_grads
-        self._scan = jax.jit(lambda state, xs, z_ds, z_gs, epss, labelss: jax.lax.scan(
-            lambda s, inputs: self._step(s, *inputs), state, (xs, z_ds, z_gs, epss, labelss)))
+        self._scan = jax.jit(lambda state, xs, z_ds, z_gs, epss, labelss, augments: jax.lax.scan(
+            lambda s, inputs: self._step(s, *inputs), state, (xs, z_ds, z_gs, epss, labelss, augments)))
 
     def load(self, tensors: Tensors) -> None:
         """Take these weights, with fresh (zero) Adam states and, with --ema-decay, an EMA starting at G."""
@@ -132,7 +144,7 @@ class JaxAdapter:
     def discriminate(self, x: np.ndarray, labels=None) -> np.ndarray:
         return np.asarray(_jit(self.gan.discriminate)(self.state.d_params, self.state.d_stats, x, labels))
 
-    def step_with_grads(self, x, z_d, z_g, eps=None, labels=None) -> tuple[np.ndarray, Tensors, Tensors]:
+    def step_with_grads(self, x, z_d, z_g, eps=None, labels=None, augment=None) -> tuple[np.ndarray, Tensors, Tensors]:
         """One real gan_jax.step.train_step on these inputs: its metrics, and the gradients that step handed its
         optimisers (D's of its last D update, G's), in the step's dtype (float64 runs: not rounded to float32).
 
@@ -146,7 +158,7 @@ class JaxAdapter:
             self._recording_step = jax.jit(functools.partial(self.train.train_step, recording))
         s = self.state
         state = s._replace(g_opt=(s.g_opt, _zeros_like(s.g_params)), d_opt=(s.d_opt, _zeros_like(s.d_params)))
-        state, metrics = self._recording_step(state, x, z_d, z_g, eps, labels)
+        state, metrics = self._recording_step(state, x, z_d, z_g, eps, labels, augment)
         (g_opt, g_grads), (d_opt, d_grads) = state.g_opt, state.d_opt
         self.state = state._replace(g_opt=g_opt, d_opt=d_opt)
         return np.asarray(metrics), _jax_neutral(d_grads, "discriminator"), _jax_neutral(g_grads, "generator")
@@ -174,14 +186,14 @@ class JaxAdapter:
         value, d_grads = jax.jit(jax.value_and_grad(penalty))(self.state.d_params)
         return float(value), _net(export_weights(self.state.g_params, d_grads), "discriminator")
 
-    def step(self, x, z_d, z_g, eps=None, labels=None) -> np.ndarray:
+    def step(self, x, z_d, z_g, eps=None, labels=None, augment=None) -> np.ndarray:
         """One real gan_jax.step.train_step; returns metrics (4,)."""
-        self.state, metrics = self._step(self.state, x, z_d, z_g, eps, labels)
+        self.state, metrics = self._step(self.state, x, z_d, z_g, eps, labels, augment)
         return np.asarray(metrics)
 
-    def steps(self, xs, z_ds, z_gs, epss=None, labelss=None) -> np.ndarray:
+    def steps(self, xs, z_ds, z_gs, epss=None, labelss=None, augments=None) -> np.ndarray:
         """len(xs) real train_steps in one lax.scan over pre-drawn inputs; returns metrics (T, 4)."""
-        self.state, metrics = self._scan(self.state, xs, z_ds, z_gs, epss, labelss)
+        self.state, metrics = self._scan(self.state, xs, z_ds, z_gs, epss, labelss, augments)
         return np.asarray(metrics)
 
     @staticmethod
@@ -219,7 +231,8 @@ class JaxAdapter:
     def recorded_inputs(config: Config, data_u8: np.ndarray, num_steps: int,
                         labels: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
         """What JaxBackend feeds train_step over its first steps: xs, z_ds, z_gs (and eps for wgan_gp;
-        y_real, y_d, y_g for --conditional, given the data's `labels`), each (T, ...).
+        y_real, y_d, y_g for --conditional, given the data's `labels`; --augment's draws, the leaves of
+        (real, fake, g) in AugmentDraws' order), each (T, ...).
 
         The step runs inside the compiled scan, so a wrapper sends its inputs to the host with an
         ordered jax.debug.callback; the maths of the step is untouched.
@@ -231,10 +244,10 @@ class JaxAdapter:
 
         seen = []
 
-        def recording_step(gan, state, x, z_d, z_g, eps=None, labels=None):
-            fed = [a for a in (x, z_d, z_g, eps, *(labels or ())) if a is not None]
+        def recording_step(gan, state, x, z_d, z_g, eps=None, labels=None, augment=None):
+            fed = [a for a in (x, z_d, z_g, eps, *(labels or ())) if a is not None] + jax.tree.leaves(augment)
             jax.debug.callback(lambda *a: seen.append([np.asarray(v) for v in a]), *fed, ordered=True)
-            return train_step(gan, state, x, z_d, z_g, eps, labels)
+            return train_step(gan, state, x, z_d, z_g, eps, labels, augment)
 
         backend = JaxBackend(config, data_u8, labels=labels, step_fn=recording_step)
         backend.fetch(backend.run(num_steps))
@@ -363,10 +376,10 @@ class TorchAdapter:
         with torch.no_grad(), self.train.autocast(self.config), _eval_mode(D):
             return D(torch.from_numpy(x), _torch_or_none(labels)).float().numpy()
 
-    def step_with_grads(self, x, z_d, z_g, eps=None, labels=None) -> tuple[np.ndarray, Tensors, Tensors]:
+    def step_with_grads(self, x, z_d, z_g, eps=None, labels=None, augment=None) -> tuple[np.ndarray, Tensors, Tensors]:
         """One real gan_torch.step.train_step on these inputs: its metrics, and the .grad it leaves on each net
         (D's of its last D update, G's), in the step's dtype (float64 runs: not rounded to float32)."""
-        metrics = self.step(x, z_d, z_g, eps, labels)
+        metrics = self.step(x, z_d, z_g, eps, labels, augment)
         grads = _torch_neutral(self.state.generator, self.state.discriminator, grads=True)
         return metrics, _net(grads, "discriminator"), _net(grads, "generator")
 
@@ -394,17 +407,21 @@ class TorchAdapter:
                 param.grad = torch.zeros_like(param)
         return value.item(), _net(export_weights(G, D, grads=True), "discriminator")
 
-    def step(self, x, z_d, z_g, eps=None, labels=None) -> np.ndarray:
+    def step(self, x, z_d, z_g, eps=None, labels=None, augment=None) -> np.ndarray:
         """One real gan_torch.step.train_step (it updates self.state in place); returns metrics (4,)."""
+        from gan_common.augment import AugmentDraws
+
         tensors = [_torch_or_none(a) for a in (x, z_d, z_g, eps)]
         labels = None if labels is None else tuple(_torch_or_none(y) for y in labels)
-        self.state, metrics = self.train.train_step(self.gan, self.state, *tensors, labels)
+        augment = None if augment is None else tuple(AugmentDraws(*map(_torch_or_none, d)) for d in augment)
+        self.state, metrics = self.train.train_step(self.gan, self.state, *tensors, labels, augment)
         return metrics.numpy()
 
-    def steps(self, xs, z_ds, z_gs, epss=None, labelss=None) -> np.ndarray:
+    def steps(self, xs, z_ds, z_gs, epss=None, labelss=None, augments=None) -> np.ndarray:
         epss = [None] * len(xs) if epss is None else epss
         labelss = [None] * len(xs) if labelss is None else list(zip(*labelss, strict=True))  # T (y_real, y_d, y_g)
-        return np.stack([self.step(*inputs) for inputs in zip(xs, z_ds, z_gs, epss, labelss, strict=True)])
+        augments = [None] * len(xs) if augments is None else [_step_of(augments, t) for t in range(len(xs))]
+        return np.stack([self.step(*inputs) for inputs in zip(xs, z_ds, z_gs, epss, labelss, augments, strict=True)])
 
     @staticmethod
     def adam_run(config: Config, params: Tensors, grads: Callable[[int], Tensors], num_steps: int) -> Tensors:
@@ -436,15 +453,16 @@ class TorchAdapter:
     def recorded_inputs(config: Config, data_u8: np.ndarray, num_steps: int,
                         labels: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
         """What TorchBackend feeds train_step over its first steps: xs, z_ds, z_gs (and eps for wgan_gp;
-        y_real, y_d, y_g for --conditional, given the data's `labels`), each (T, ...)."""
+        y_real, y_d, y_g for --conditional, given the data's `labels`), each (T, ...). (--augment's draws
+        are not among them: torch's train_step draws them itself, from the same generator, after these.)"""
         from gan_torch.backend import TorchBackend
         from gan_torch.step import train_step
 
         seen = []
 
-        def recording_step(gan, state, x, z_d, z_g, eps=None, labels=None):
+        def recording_step(gan, state, x, z_d, z_g, eps=None, labels=None, augment=None):
             seen.append([a.numpy().copy() for a in (x, z_d, z_g, eps, *(labels or ())) if a is not None])
-            return train_step(gan, state, x, z_d, z_g, eps, labels)
+            return train_step(gan, state, x, z_d, z_g, eps, labels, augment)
 
         backend = TorchBackend(config, data_u8, labels=labels, step_fn=recording_step)
         backend.fetch(backend.run(num_steps))
@@ -495,6 +513,11 @@ def _torch_or_none(a: np.ndarray | None):
     import torch
 
     return None if a is None else torch.from_numpy(np.asarray(a))
+
+
+def _step_of(augments: tuple, t: int) -> tuple:
+    """Step t's (real, fake, g) AugmentDraws of `augment_draws`' (T, ...) ones."""
+    return tuple(type(d)(*(None if a is None else a[t] for a in d)) for d in augments)
 
 
 ADAPTERS: tuple[type[Adapter], ...] = (JaxAdapter, TorchAdapter)
@@ -569,9 +592,10 @@ class Run:
     final: Tensors  # the final parameters and running statistics (and G's EMA), exported (float32)
 
 
-def float64_runs(config: Config, images_u8: np.ndarray, num_steps: int, eps: np.ndarray | None = None):
+def float64_runs(config: Config, images_u8: np.ndarray, num_steps: int, eps: np.ndarray | None = None,
+                 augments: tuple | None = None):
     """Both backends' real train_steps in float64, from the same (torch-drawn) weights on the same `inputs`
-    (and WGAN-GP's eps): (jax Run, torch Run)."""
+    (and WGAN-GP's eps, --augment's `augment_draws`): (jax Run, torch Run)."""
     xs, z_ds, z_gs = (a.astype(np.float64) for a in inputs(config, images_u8, num_steps))
     eps = None if eps is None else eps.astype(np.float64)
     weights = TorchAdapter(config).export()
@@ -579,7 +603,7 @@ def float64_runs(config: Config, images_u8: np.ndarray, num_steps: int, eps: np.
     runs = []
     with float64():
         for adapter in loaded_pair(config, weights, np.float64):
-            metrics = adapter.steps(xs, z_ds, z_gs, eps)
+            metrics = adapter.steps(xs, z_ds, z_gs, eps, augments=augments)
             runs.append(Run(metrics, adapter.generate(z), adapter.export()))
     return tuple(runs)
 
@@ -589,6 +613,31 @@ def interpolation_eps(config: Config, num_steps: int, seed: int = 0) -> np.ndarr
     if config.loss != "wgan_gp":
         return None
     return np.random.default_rng([seed, 1]).random((num_steps, config.images_per_step), dtype=np.float32)
+
+
+def augment_draws(config: Config, num_steps: int, seed: int = 0) -> tuple | None:
+    """--augment's train_step inputs for T steps, drawn once in NumPy within gan_common.augment's ranges:
+    (real, fake, g) AugmentDraws with rows (T, n_critic B, ...), (T, n_critic B, ...), (T, B, ...); None
+    without --augment. Integers are int32, colors float32, as gan_jax draws them."""
+    from gan_common.augment import AugmentDraws, cutout_centres, max_shift, policy
+
+    kinds = policy(config.augment)
+    if not kinds:
+        return None
+    rng = np.random.default_rng([seed, 3])
+    height, width = config.image_shape[:2]
+    s = np.array([max_shift(height), max_shift(width)])
+    centres = np.array([cutout_centres(height), cutout_centres(width)])
+
+    def one(rows: int) -> AugmentDraws:
+        shape = (num_steps, rows, 2)
+        return AugmentDraws(
+            color=rng.random((num_steps, rows, 3), dtype=np.float32) if "color" in kinds else None,
+            shift=rng.integers(-s, s + 1, shape).astype(np.int32) if "translation" in kinds else None,
+            cutout=rng.integers(0, centres, shape).astype(np.int32) if "cutout" in kinds else None,
+        )
+
+    return one(config.images_per_step), one(config.images_per_step), one(config.batch_size)
 
 
 def max_rel_err(a: np.ndarray, b: np.ndarray) -> float:

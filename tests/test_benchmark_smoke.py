@@ -7,6 +7,7 @@ import shlex
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 # benchmarks/ is not an installed package: import it from this checkout.
@@ -54,6 +55,30 @@ def test_the_reports_torch_variants_are_the_torch_runners():
     from benchmarks import report, torch_runners
 
     assert report.TORCH_VARIANTS == torch_runners.VARIANTS
+
+
+def test_dcgan_flops_count_each_convolution_as_its_patches_times_its_kernel():
+    config = flops.arch_config("dcgan")
+    # Multiply-adds per image, (positions, k, n) per layer: G fc 100 * 6272, deconv1 49 * 128 * 1024,
+    # deconv2 196 * 64 * 16; D conv1 196 * 16 * 64, conv2 49 * 1024 * 128, fc 6272.
+    g, d = 627200 + 6422528 + 200704, 200704 + 6422528 + 6272
+    g_skip, d_skip = g - 627200, d - 200704  # no input gradient of the first layer
+    assert flops.step_flops(config, 64)["total"] == 2 * 64 * (3 * g + g_skip + 6 * d + 2 * d_skip) == 10_369_171_456
+    assert flops.plan_flops(config, flops.matmul_plan(config, 64)) == flops.flops_per_step(config, 64)
+
+
+def test_dcgan_sweep_has_every_variant_and_convolution_implementation():
+    args = step_throughput.parse_args(["--arch", "dcgan", "--conv-impls", "auto,xla", "--precisions", "float32,bf16"])
+    assert args.ks == sweep.DCGAN_KS
+    args.max_images_per_call = sweep.DCGAN_CPU_MAX_IMAGES
+    images = np.zeros((640, 28, 28, 1), np.uint8)
+    variants = ("step", "fused", "eager", "tuned", "tuned_cl", "matmuls")
+    specs, _ = sweep.variant_specs(64, flops.arch_config("dcgan", batch_size=64), images, variants, args,
+                                   sweep.DeviceData())  # constructors only: nothing is built or timed
+    assert [label for label, _ in specs] == [
+        "jax fused_k10+bf16 (K=10)", "jax fused_k10+bf16+xla (K=10)", "torch eager+bf16", "jax step",
+        "jax fused_k10 (K=10)", "jax fused_k10+xla (K=10)", "jax matmuls", "torch eager", "torch tuned",
+        "torch tuned_cl", "torch matmuls"]
 
 
 def test_fused_k_is_capped_for_big_batches_and_never_duplicated():
@@ -151,29 +176,40 @@ def test_matmul_kernels_times_every_distinct_product_in_both_backends(capsys):
     assert xla_ms > 0 and torch_ms > 0 and abs(xla_ms - torch_ms - diff_ms) <= 2e-3  # printed to 3 decimals
 
 
-def _gpu_sh_commands(out_dir: str) -> dict[str, list[str]]:
-    """The `python -m benchmarks.X ...` lines of benchmarks/gpu.sh, as each module's argv ($precision as float32)."""
+def _gpu_sh_commands(out_dir: str) -> dict[str, list[list[str]]]:
+    """The `python -m X ...` lines of benchmarks/gpu.sh, as each module's argvs ($precision as float32)."""
     with open(GPU_SH) as f:
         script = f.read().replace("\\\n", " ")
-    commands = {}
+    commands: dict[str, list[list[str]]] = {}
     for line in script.splitlines():
-        if line.startswith("python -m benchmarks."):
+        if line.startswith("python -m "):
             line = line.split("${extra", 1)[0].split("2>&1", 1)[0]
             line = line.replace('"$precision"', "float32").replace('"$out/', f'"{out_dir}/')
             module, *argv = shlex.split(line)[2:]
-            commands[module] = argv
+            commands.setdefault(module, []).append(argv)
     return commands
 
 
 def test_gpu_script_passes_only_flags_the_benchmarks_accept(tmp_path):
     """benchmarks/gpu.sh has never had a GPU here: its syntax and every flag it passes are checked on the CPU."""
+    from gan_common.cli import parse_args as train_args
+
     assert subprocess.run(["bash", "-n", GPU_SH]).returncode == 0
     commands = _gpu_sh_commands(str(tmp_path))
-    assert set(commands) == {"benchmarks.step_throughput", "benchmarks.scaling"}
-    args = step_throughput.parse_args(commands["benchmarks.step_throughput"])  # exits (SystemExit) on a bad flag
-    assert args.json == str(tmp_path / "step_throughput.json") and tuple(args.precisions) == ("float32", "bf16")
-    assert max(args.batch_sizes) == 65536  # the issue's GPU sweep reaches 65,536
-    assert scaling.parse_args(commands["benchmarks.scaling"]).json == str(tmp_path / "scaling.json")
+    assert set(commands) == {"benchmarks.step_throughput", "benchmarks.scaling", "gan_jax.train"}
+    # exits (SystemExit) on a bad flag
+    mlp, dcgan = (step_throughput.parse_args(argv) for argv in commands["benchmarks.step_throughput"])
+    assert mlp.json == str(tmp_path / "step_throughput.json") and tuple(mlp.precisions) == ("float32", "bf16")
+    assert max(mlp.batch_sizes) == 65536  # the issue's GPU sweep reaches 65,536
+    # The DCGAN: both backends' variants (all, by default), XLA's convolutions (auto on a GPU) and the custom ones.
+    assert dcgan.arch == "dcgan" and dcgan.variants is None and dcgan.conv_impls == ("auto", "custom")
+    assert dcgan.json == str(tmp_path / "step_throughput_dcgan.json") and "bf16" in dcgan.precisions
+    scalings = [scaling.parse_args(argv) for argv in commands["benchmarks.scaling"]]
+    assert [(a.arch, a.json) for a in scalings] == [("mlp", str(tmp_path / "scaling.json")),
+                                                    ("dcgan", str(tmp_path / "scaling_dcgan.json"))]
+    [ttq] = commands["gan_jax.train"]  # time to quality: the preset's run, evaluated along the way
+    config, _ = train_args(ttq, "gan_jax.train", "")
+    assert config.arch == "dcgan" and config.eval_every > 0
 
 
 def test_gpu_script_on_a_cpu_machine_says_what_is_missing(tmp_path):

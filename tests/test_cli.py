@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
+from gan_common.checkpoints import write_manifest
 from gan_common.config import Config
 
 BACKENDS = ("gan_jax", "gan_torch")
@@ -119,7 +120,7 @@ def test_cli_writes_every_output(backend, run40):
         assert int(state.step) == 40
         assert int(state.g_opt[0].count) == 40  # Adam's bias-correction count resumes too
     else:  # gan_torch: one state.pt of plain tensors and Python values, loadable with weights_only=True
-        assert sorted(os.listdir(ckpt)) == ["state.pt", "weights.safetensors"]
+        assert sorted(os.listdir(ckpt)) == ["manifest.json", "state.pt", "weights.safetensors"]
         import torch
 
         state = _torch_state(run40, 40)
@@ -171,32 +172,28 @@ def test_resume_equals_uninterrupted(backend, run40, tmp_path):
 def test_resume_rejects_missing_and_corrupt_checkpoints(backend, run40, tmp_path, capsys):
     out = str(tmp_path / "r")
     shutil.copytree(run40, out)
-    if backend == "gan_jax":  # damage every data file of the newest checkpoint's orbax state
-        damaged = [os.path.join(root, f) for root, _, files in os.walk(os.path.join(out, "checkpoints", "40", "state"))
-                   for f in files]
-    else:
-        damaged = [os.path.join(out, "checkpoints", "40", "state.pt")]
-    assert damaged
-    for path in damaged:
-        with open(path, "wb") as fh:
-            fh.write(b"\0garbage")
+    # Damage every checkpoint: with one good one left, --resume falls back to it (tests/test_faults_checkpoint.py).
+    for step in (20, 30, 40):
+        folder = os.path.join(out, "checkpoints", str(step))
+        if backend == "gan_jax":  # every data file of its orbax state
+            damaged = [os.path.join(root, f) for root, _, files in os.walk(os.path.join(folder, "state"))
+                       for f in files]
+        else:
+            damaged = [os.path.join(folder, "state.pt")]
+        assert damaged
+        for path in damaged:
+            with open(path, "wb") as fh:
+                fh.write(b"\0garbage")
     assert run_cli(backend, "--out-dir", out, "--resume", "--steps", "50") == 2
     line = _one_error_line(capsys)  # one line, so no traceback
-    assert "checkpoints/40" in line and "unreadable or corrupt" in line and "delete that step folder" in line
+    assert "no complete checkpoint in" in line and "checkpoints/40 is corrupt" in line
     if backend == "gan_torch":  # the file it names, and the other ways a torch run's checkpoints can be missing
-        assert "checkpoints/40/state.pt is unreadable or corrupt" in line
+        assert "checkpoints/40 is corrupt (state.pt is 8 bytes" in line
 
         os.remove(os.path.join(out, "checkpoints", "40", "state.pt"))
         assert run_cli(backend, "--out-dir", out, "--resume", "--steps", "50") == 2
-        assert "holds no state.pt" in _one_error_line(capsys)
-
-        os.makedirs(os.path.join(out, "checkpoints", "50", "state"))  # what gan_jax writes: an orbax folder
-        assert run_cli(backend, "--out-dir", out, "--resume", "--steps", "60") == 2
-        assert "written by gan_jax" in _one_error_line(capsys)
-
-        shutil.rmtree(os.path.join(out, "checkpoints"))
-        assert run_cli(backend, "--out-dir", out, "--resume", "--steps", "60") == 2
-        assert "no checkpoints folder" in _one_error_line(capsys)
+        assert "checkpoints/40 is incomplete (no state.pt)" in _one_error_line(capsys)
+        # No checkpoints folder at all restarts the run from step 0 (tests/test_faults_run.py).
 
     assert run_cli(backend, "--out-dir", str(tmp_path / "empty"), "--resume") == 2
     assert "holds no run" in _one_error_line(capsys)
@@ -212,6 +209,7 @@ def test_a_checkpoint_of_another_shape_is_refused(backend, run40, tmp_path, caps
     state = _torch_state(out, 40)
     state["generator"]["fc1.weight"] = torch.zeros(3, 3)
     torch.save(state, os.path.join(out, "checkpoints", "40", "state.pt"))
+    write_manifest(os.path.join(out, "checkpoints", "40"), 40, "gan_torch")  # signed again: intact, but misfit
     assert run_cli(backend, "--out-dir", out, "--resume", "--steps", "50") == 2
     assert "does not fit this run's models" in _one_error_line(capsys)
 
@@ -308,7 +306,7 @@ def test_sample_cli_rejects_missing_and_corrupt_checkpoints(backend, tmp_path, c
 @only("gan_jax")  # the metrics are gan_common's; gan_torch's classifier port: tests/test_fashion_evaluation.py
 def test_evaluate_cli_scores_a_checkpoint(backend, run40, tmp_path):
     out = str(tmp_path / "eval.json")
-    assert _module(backend, "evaluate").main(["--checkpoint", run40, "--num", "500", "--json", out]) == 0
+    assert _module(backend, "evaluate").main(["--checkpoint", run40, "--num", "500", "--no-c2st", "--json", out]) == 0
     result = json.load(open(out))
     for key in ("fid_mnist", "kid", "classifier_score", "classes_covered", "precision", "recall"):
         assert np.isfinite(result[key]), key

@@ -126,7 +126,8 @@ def test_label_on_an_unconditional_model_and_conditional_on_resume_are_one_line_
 
 def test_evaluate_cli_reports_per_class_accuracy(runs, tmp_path, capsys):
     out = str(tmp_path / "eval.json")  # gan_common's evaluate CLI, on the torch run's checkpoint
-    assert _main("gan_jax", "evaluate")(["--checkpoint", runs["gan_torch"], "--num", "200", "--json", out]) == 0
+    argv = ["--checkpoint", runs["gan_torch"], "--num", "200", "--no-c2st", "--json", out]
+    assert _main("gan_jax", "evaluate")(argv) == 0
     printed = capsys.readouterr().out
     result = json.load(open(out))
     assert result["num_samples"] == 200
