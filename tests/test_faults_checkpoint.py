@@ -30,7 +30,8 @@ BACKENDS = ("gan_jax", "gan_torch")
 SMALL = ["--g-hidden", "32,64", "--d-hidden", "64,32"]
 FAST = ["--log-every", "10", "--steps-per-call", "10", "--sample-every", "20", "--checkpoint-every", "10"]
 
-pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
+# Fault injection drives whole CLIs (runs, resumes, damaged folders): make test only, not the fast tier.
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.slow]  # one_thread: tests/conftest.py
 
 
 class Killed(BaseException):

@@ -43,7 +43,8 @@ FAST = ["--log-every", "10", "--steps-per-call", "10", "--sample-every", "20", "
 ENDLESS = ["--steps", "1000000", "--log-every", "10", "--steps-per-call", "10", "--sample-every", "1000000",
            "--checkpoint-every", "1000000"]
 
-pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
+# Fault injection drives whole CLIs (runs, resumes, damaged folders): make test only, not the fast tier.
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.slow]  # one_thread: tests/conftest.py
 
 
 def train(backend: str, *argv: str) -> int:
