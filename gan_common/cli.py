@@ -25,7 +25,7 @@ from gan_common.evaluation import (
     load_samples,
 )
 from gan_common.outputs import save_animation, save_grid
-from gan_common.sampling import sample_labels, sample_noise
+from gan_common.sampling import latent_walk, sample_labels, sample_noise
 
 LoadGenerator = Callable[[str], "tuple[Callable[..., np.ndarray], Config]"]  # path -> (generate(z, labels), config)
 
@@ -205,28 +205,6 @@ def parse_sample_args(argv: Sequence[str] | None, prog: str) -> argparse.Namespa
     if args.label is not None and not 0 <= args.label < NUM_CLASSES:
         raise UserError(f"--label must be a class in 0..{NUM_CLASSES - 1}, got {args.label}")
     return args
-
-
-def slerp(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
-    """Spherical interpolation from a (D,) to b (D,) at fractions t (T,) -> (T, D), float64; unit vectors stay
-    on the unit sphere. Gaussian z lies near a sphere of radius sqrt(D), which a straight line would cut inside
-    (White 2016, "Sampling Generative Networks"). Nearly parallel vectors (the angle's sine < 1e-6, where dividing
-    by it loses every digit): a straight line, the same path to that precision."""
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    t = np.asarray(t, np.float64)[:, None]  # (T, 1)
-    cos = np.clip(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)), -1.0, 1.0)
-    omega = np.arccos(cos)
-    if np.sin(omega) < 1e-6:
-        return (1 - t) * a + t * b
-    return (np.sin((1 - t) * omega) * a + np.sin(t * omega) * b) / np.sin(omega)
-
-
-def latent_walk(points: np.ndarray, frames: int) -> np.ndarray:
-    """A closed walk through points (K, D): `frames` steps from each point to the next, the last back to the first;
-    (K * frames, D) float32, frame k * frames exactly points[k]."""
-    t = np.arange(frames) / frames  # [0, 1): the next segment starts at t = 1
-    return np.concatenate([slerp(p, q, t) for p, q in zip(points, np.roll(points, -1, axis=0), strict=True)]
-                          ).astype(np.float32)
 
 
 def write_samples(generate: Callable[..., np.ndarray], config: Config, args: argparse.Namespace) -> None:

@@ -1,4 +1,5 @@
-"""Noise and class labels drawn in NumPy, so that both backends sample from the same inputs."""
+"""Noise and class labels drawn in NumPy, so that both backends sample from the same inputs; and latent walks
+through them (slerp), for `sample --interpolate`."""
 
 from __future__ import annotations
 
@@ -29,3 +30,23 @@ def sample_labels(num: int, label: int | None = None) -> np.ndarray:
     return (np.arange(num) % NUM_CLASSES).astype(np.int32)
 
 
+def slerp(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """Spherical interpolation from a (D,) to b (D,) at fractions t (T,) -> (T, D), float64; unit vectors stay
+    on the unit sphere. Gaussian z lies near a sphere of radius sqrt(D), which a straight line would cut inside
+    (White 2016, "Sampling Generative Networks"). Nearly parallel vectors (the angle's sine < 1e-6, where dividing
+    by it loses every digit): a straight line, the same path to that precision."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    t = np.asarray(t, np.float64)[:, None]  # (T, 1)
+    cos = np.clip(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)), -1.0, 1.0)
+    omega = np.arccos(cos)
+    if np.sin(omega) < 1e-6:
+        return (1 - t) * a + t * b
+    return (np.sin((1 - t) * omega) * a + np.sin(t * omega) * b) / np.sin(omega)
+
+
+def latent_walk(points: np.ndarray, frames: int) -> np.ndarray:
+    """A closed walk through points (K, D): `frames` steps from each point to the next, the last back to the first;
+    (K * frames, D) float32, frame k * frames exactly points[k]."""
+    t = np.arange(frames) / frames  # [0, 1): the next segment starts at t = 1
+    return np.concatenate([slerp(p, q, t) for p, q in zip(points, np.roll(points, -1, axis=0), strict=True)]
+                          ).astype(np.float32)

@@ -23,11 +23,11 @@ from PIL import Image
 from tensorboardX.proto.event_pb2 import Event
 from tensorboardX.record_writer import masked_crc32c
 
-from gan_common.cli import latent_walk, slerp
 from gan_common.config import Config
 from gan_common.errors import UserError
 from gan_common.loop import train_loop
 from gan_common.outputs import to_uint8
+from gan_common.sampling import latent_walk, slerp
 from gan_common.tracking import WANDB_MISSING, Tracker
 
 BACKENDS = ("gan_jax", "gan_torch")
