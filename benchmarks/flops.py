@@ -69,8 +69,8 @@ def layer_gemms(config: Config) -> dict[str, list[tuple[int, int, int]]]:
 
 
 def arch_config(arch: str, **fields) -> Config:
-    """The benchmarks' config of --arch: the defaults (the MLP), or the dcgan preset's (beta1 0.5)."""
-    return Config(**(PRESETS["dcgan"] if arch == "dcgan" else {}), **fields)
+    """The benchmarks' config of --arch: the seed's MLP (Config.tutorial), or the dcgan preset's (beta1 0.5)."""
+    return Config.tutorial(**{**(PRESETS["dcgan"] if arch == "dcgan" else {}), **fields})
 
 
 def _macs(layers: Sequence[tuple[int, int, int]], skip_first: bool = False) -> int:

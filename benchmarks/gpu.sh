@@ -2,7 +2,7 @@
 # The step-throughput suite on one CUDA machine, in a few minutes; writes JSON, PNG, Markdown and the log:
 # the MLP and the DCGAN (both backends, every variant, float32 and bf16; the DCGAN's JAX rows with XLA's
 # convolutions, auto on a GPU, and the custom CPU ones), data-parallel scaling over all visible GPUs for both,
-# and a time-to-quality run of the DCGAN preset.
+# and time to quality of the best preset and the default in both backends.
 # Installs nothing: run it from any directory, inside an environment that already has jax[cuda], a CUDA
 # build of torch and this repository's dependencies.
 #
@@ -65,11 +65,10 @@ python -m benchmarks.scaling --batch-sizes 1024,16384 \
   --json "$out/scaling.json" --markdown "$out/scaling.md" 2>&1 | tee -a "$out/log.txt"
 python -m benchmarks.scaling --arch dcgan --k 10 --batch-sizes 1024,16384 \
   --json "$out/scaling_dcgan.json" --markdown "$out/scaling_dcgan.md" 2>&1 | tee -a "$out/log.txt"
-# Time to quality: the best preset trained with FID logged along the way (metrics.jsonl, losses.png, sample
-# grids in $out/ttq_dcgan). A placeholder until the quality issue defines the preset and the FID to reach.
-SECONDS=0
-python -m gan_jax.train --preset dcgan --epochs 5 --eval-every 1000 \
-  --out-dir "$out/ttq_dcgan" 2>&1 | tee -a "$out/log.txt"
-echo "{\"command\": \"python -m gan_jax.train --preset dcgan --epochs 5 --eval-every 1000\", \"wall_s\": $SECONDS}" \
-  > "$out/time_to_quality.json"
+# Time to quality: the best preset (and the default, the same recipe shorter) trained by both backends, FID logged
+# along the way; the report tables when each first reached FID 6 and plots FID against wall clock.
+python -m benchmarks.recipe --rows best,best_torch,default,default_torch --seeds 0 --c2st \
+  --out "$out/recipe" 2>&1 | tee -a "$out/log.txt"
+python -m benchmarks.recipe --report --target 6 --out "$out/recipe" --json "$out/time_to_quality.json" \
+  --plot "$out/time_to_quality.png" --plot-rows best,best_torch,default,default_torch 2>&1 | tee -a "$out/log.txt"
 echo "results in $out"

@@ -84,7 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=7, help="timed calls per product and backend (default 7)")
     args = p.parse_args(argv)
 
-    config = Config(batch_size=args.batch_size)
+    config = Config.tutorial(batch_size=args.batch_size)
     jax_ops, torch_ops = jax_products(), TORCH_PRODUCTS
     rng = np.random.default_rng(0)
     print(f"jax {jax.__version__} ({jax.devices()[0].platform}), torch {torch.__version__} "

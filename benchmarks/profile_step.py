@@ -90,7 +90,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
 
     model = {"arch": "dcgan", "beta1": 0.5, "conv_impl": args.conv_impl} if args.arch == "dcgan" else {}
-    config = Config(batch_size=args.batch_size, precision=args.precision, out_dir=tempfile.mkdtemp(), **model)
+    config = Config.tutorial(batch_size=args.batch_size, precision=args.precision, out_dir=tempfile.mkdtemp(), **model)
     gan, state = create(config)
     data = jnp.asarray(np.random.default_rng(0).integers(0, 256, (60000, *config.image_shape), np.uint8))
     chunk = make_train_chunk(gan, data.shape[0])

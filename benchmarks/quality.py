@@ -95,7 +95,7 @@ def _dcgan_runs(args, seeds: list[int]):
                 for backend in BACKENDS:
                     slug = f"{dataset}_{overrides['loss']}_{backend}_s{seed}"
                     yield dataset, loss, backend, seed, dataclasses.replace(
-                        Config(), dataset=dataset, epochs=args.epochs, seed=seed,
+                        Config.tutorial(), dataset=dataset, epochs=args.epochs, seed=seed,
                         out_dir=os.path.join(args.out, slug), log_every=100, sample_every=10**9,
                         checkpoint_every=10**9, **DCGAN_BASE, **overrides)
 
@@ -155,7 +155,7 @@ def main(argv=None) -> int:
         for seed in seeds:
             slug = f"{backend}_{'_'.join(f'{k}{v}' for k, v in overrides.items()) or 'seed_spec'}_s{seed}"
             config = dataclasses.replace(
-                Config(), epochs=args.epochs, seed=seed, out_dir=os.path.join(args.out, slug),
+                Config.tutorial(), epochs=args.epochs, seed=seed, out_dir=os.path.join(args.out, slug),
                 eval_every=args.eval_every, log_every=args.eval_every, sample_every=args.eval_every * 5,
                 checkpoint_every=10**9, **overrides)
             wall = _train(backend, config)

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from gan_common.config import LAUNCH_FIELDS, NUM_CLASSES, PRESETS, Config, flag_name, validate
+from gan_common.config import LAUNCH_FIELDS, NUM_CLASSES, PRESET_SUMMARIES, PRESETS, Config, flag_name, validate
 from gan_common.errors import UserError
 from gan_common.evaluation import (
     MIN_SAMPLES,
@@ -99,12 +99,13 @@ class TrainHelpFormatter(argparse.RawDescriptionHelpFormatter, HelpFormatter):
 def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
     examples = (
         "examples:\n"
-        "  # the best setting measured (benchmarks/QUALITY.md), 5 epochs\n"
-        f"  {prog} --preset dcgan --epochs 5 --out-dir runs/dcgan\n"
+        "  # the best recipe measured (benchmarks/QUALITY.md): the default's, 3.6x longer\n"
+        f"  {prog} --preset best --out-dir runs/best\n"
         "  # a new run from that one's config.json, with another seed\n"
-        f"  {prog} --config runs/dcgan/config.json --seed 1 --out-dir runs/dcgan_seed1\n"
-        "  # continue the first run to 10 epochs in all\n"
-        f"  {prog} --out-dir runs/dcgan --resume --epochs 10\n"
+        f"  {prog} --config runs/best/config.json --seed 1 --out-dir runs/best_seed1\n"
+        "  # the seed tutorial's GAN exactly, for 5 epochs; then continue it to 10 epochs in all\n"
+        f"  {prog} --preset tutorial --epochs 5 --out-dir runs/seed\n"
+        f"  {prog} --out-dir runs/seed --resume --epochs 10\n"
     )
     parser = Parser(prog=prog, description=description, epilog=examples, formatter_class=TrainHelpFormatter)
     start = parser.add_argument_group("start from", "a saved or named configuration; flags given with either "
@@ -114,9 +115,8 @@ def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
                             "every value it holds but --resume and the device layout (--devices, multi-host flags)")
     start.add_argument("--preset", choices=sorted(PRESETS), default=argparse.SUPPRESS,
                        help="a named configuration measured in benchmarks/QUALITY.md (recorded as the config's "
-                            "preset). " + "; ".join(f"{name}: " + " ".join(f"--{flag_name(k)} {v}"
-                                                                            for k, v in flags.items())
-                                                    for name, flags in PRESETS.items()))
+                            "preset; docs/usage.md lists its values). "
+                            + "; ".join(f"{name}: {PRESET_SUMMARIES[name]}" for name in PRESETS))
     groups = {title: parser.add_argument_group(title) for title in SECTIONS}
     section_of = flag_sections()
     for f in dataclasses.fields(Config):

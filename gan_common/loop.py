@@ -31,6 +31,7 @@ from gan_common.config import (
     IMAGE_SHAPES,
     NUM_CLASSES,
     Config,
+    check_decay,
     check_memory,
     out_dir_is_writable,
     resume_config,
@@ -327,6 +328,9 @@ def run_training(config: Config, workdir: str | None, given: set[str] | Sequence
     images = dataset.images  # (N, H, W, C) uint8
     if config.dataset not in IMAGE_SHAPES:  # folder:/npz: the shape it was decoded to, for config.json
         config = validate(dataclasses.replace(config, image_size=images.shape[1], channels=images.shape[3]))
+    total_steps = config.total_steps(images.shape[0])
+    config = config.with_run_length(total_steps)  # --lr-decay-steps -1: the number config.json records
+    check_decay(config, total_steps)
     if config.images_per_step > images.shape[0]:
         per_step = f" x --n-critic {config.n_critic}" if config.n_critic > 1 else ""
         raise UserError(f"--batch-size {config.batch_size}{per_step} exceeds the {images.shape[0]} training images")
@@ -352,7 +356,7 @@ def run_training(config: Config, workdir: str | None, given: set[str] | Sequence
         evaluate = None
         if evaluator is not None:  # (images, labels) -> dict
             evaluate = functools.partial(evaluator.fid_and_coverage, c2st=config.eval_c2st)
-        return train_loop(config, backend, config.total_steps(images.shape[0]),
+        return train_loop(config, backend, total_steps,
                           config.steps_per_epoch(images.shape[0]), backend_name, evaluate)
 
 

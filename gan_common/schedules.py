@@ -25,6 +25,8 @@ def lr_factor(step: int, decay_steps: int) -> float:
     after); 1 with T = 0 (no decay). `step` counts the steps done before this one, as TrainState.step does."""
     if not decay_steps:
         return 1.0
+    if decay_steps < 0:  # a programming error, not a user's: the run settles -1 before it builds a step
+        raise ValueError("--lr-decay-steps -1 is the run's length: settle it with Config.with_run_length first")
     return max(decay_steps - step, 0) / decay_steps
 
 

@@ -1,9 +1,9 @@
 """Train the GAN with the JAX backend: K steps per compiled call, the data on the device.
 
     python -m gan_jax.train                          # the default run on the shipped MNIST
-    python -m gan_jax.train --preset dcgan --epochs 5 --out-dir runs/dcgan
-    python -m gan_jax.train --config runs/dcgan/config.json --seed 1 --out-dir runs/dcgan_seed1
-    python -m gan_jax.train --out-dir runs/dcgan --resume
+    python -m gan_jax.train --preset best --out-dir runs/best
+    python -m gan_jax.train --config runs/best/config.json --seed 1 --out-dir runs/best_seed1
+    python -m gan_jax.train --out-dir runs/best --resume
 
 Flags and their meaning: docs/usage.md (or --help). The step is gan_jax.step.train_step, the loop
 gan_jax.fused.make_train_chunk, the run (folder, logs, grids, checkpoints) gan_common.loop.

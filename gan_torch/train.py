@@ -1,9 +1,9 @@
 """Train the GAN with the PyTorch backend: the reference, one eager step at a time.
 
     python -m gan_torch.train                          # the default run on the shipped MNIST
-    python -m gan_torch.train --preset dcgan --epochs 5 --out-dir runs/dcgan
-    python -m gan_torch.train --config runs/dcgan/config.json --seed 1 --out-dir runs/dcgan_seed1
-    python -m gan_torch.train --out-dir runs/dcgan --resume
+    python -m gan_torch.train --preset best --out-dir runs/best
+    python -m gan_torch.train --config runs/best/config.json --seed 1 --out-dir runs/best_seed1
+    python -m gan_torch.train --out-dir runs/best --resume
     torchrun --nproc-per-node 2 -m gan_torch.train --batch-size 64   # data parallel (gan_torch.parallel)
 
 The same flags and output files as gan_jax.train (docs/usage.md, or --help). The step is

@@ -31,15 +31,15 @@ class Spec:
 
 
 SPECS = (
-    Spec("mlp_non_saturating", Config()),
-    Spec("mlp_minimax", Config(g_loss="minimax")),
-    Spec("mlp_narrow_3layer", Config(latent_dim=16, g_hidden="32,64,128", d_hidden="96", leaky_slope=0.1)),
+    Spec("mlp_non_saturating", Config.tutorial()),
+    Spec("mlp_minimax", Config.tutorial(g_loss="minimax")),
+    Spec("mlp_narrow_3layer", Config.tutorial(latent_dim=16, g_hidden="32,64,128", d_hidden="96", leaky_slope=0.1)),
     # --arch dcgan at a tenth of the default widths: every layer kind (transposed convolutions, BatchNorm
     # in G and D, strided convolutions) at a cost of milliseconds per step. parity_tests/test_dcgan.py
     # adds what only it has: train-mode running statistics over a float64 trajectory, d_norm none.
-    Spec("dcgan_small", Config(arch="dcgan", latent_dim=16, g_channels=8, d_channels=8, batch_size=16)),
+    Spec("dcgan_small", Config.tutorial(arch="dcgan", latent_dim=16, g_channels=8, d_channels=8, batch_size=16)),
     # The same with --d-norm spectral: every D weight divided by u^T W v, u and v moved by each train-mode call.
-    Spec("dcgan_spectral", Config(arch="dcgan", latent_dim=16, g_channels=8, d_channels=8, batch_size=16,
+    Spec("dcgan_spectral", Config.tutorial(arch="dcgan", latent_dim=16, g_channels=8, d_channels=8, batch_size=16,
                                   d_norm="spectral")),
 )
 
@@ -49,8 +49,8 @@ SPECS = (
 _DCGAN64 = dict(arch="dcgan", dataset="npz:parity", image_size=64, channels=3, latent_dim=16, g_channels=4,
                 d_channels=4, batch_size=8)
 DCGAN64_SPECS = (
-    Spec("dcgan64", Config(**_DCGAN64)),
-    Spec("dcgan64_spectral_conditional", Config(**_DCGAN64, d_norm="spectral", conditional=True)),
+    Spec("dcgan64", Config.tutorial(**_DCGAN64)),
+    Spec("dcgan64_spectral_conditional", Config.tutorial(**_DCGAN64, d_norm="spectral", conditional=True)),
 )
 
 # The --loss kinds beyond the default pair (parity_tests/test_losses.py). Their steps run D's
@@ -58,15 +58,15 @@ DCGAN64_SPECS = (
 # 100-step float64 trajectories fast, and every layer kind (ReLU, LeakyReLU, tanh) is still in.
 _SMALL = dict(latent_dim=32, g_hidden="64,128", d_hidden="128,64", batch_size=32)
 LOSS_SPECS = (
-    Spec("gan_r1", Config(**_SMALL, r1_weight=5.0)),
-    Spec("hinge", Config(**_SMALL, loss="hinge")),
-    Spec("lsgan", Config(**_SMALL, loss="lsgan")),
-    Spec("wgan_gp", Config(**_SMALL, loss="wgan_gp")),
-    Spec("wgan_gp_3critic", Config(**_SMALL, loss="wgan_gp", n_critic=3, beta1=0.5)),
+    Spec("gan_r1", Config.tutorial(**_SMALL, r1_weight=5.0)),
+    Spec("hinge", Config.tutorial(**_SMALL, loss="hinge")),
+    Spec("lsgan", Config.tutorial(**_SMALL, loss="lsgan")),
+    Spec("wgan_gp", Config.tutorial(**_SMALL, loss="wgan_gp")),
+    Spec("wgan_gp_3critic", Config.tutorial(**_SMALL, loss="wgan_gp", n_critic=3, beta1=0.5)),
 )
 # G's moving average (parity_tests/test_ema.py): decay 0.9, a 10-step memory, so that over a short
 # run the EMA sits well apart from both G's start and G's last step.
-EMA_SPEC = Spec("ema_0.9", Config(**_SMALL, ema_decay=0.9))
+EMA_SPEC = Spec("ema_0.9", Config.tutorial(**_SMALL, ema_decay=0.9))
 
 
 class Adapter(Protocol):

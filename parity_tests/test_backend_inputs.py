@@ -17,7 +17,7 @@ from gan_common.config import Config
 from parity_tests.harness import ADAPTERS
 
 NUM_STEPS = 50
-CONFIG = Config(steps=NUM_STEPS, steps_per_call=NUM_STEPS)
+CONFIG = Config.tutorial(steps=NUM_STEPS, steps_per_call=NUM_STEPS)
 
 
 @pytest.fixture(scope="module", params=ADAPTERS, ids=[a.name for a in ADAPTERS])

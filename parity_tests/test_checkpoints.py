@@ -15,7 +15,7 @@ ADAPTER_IDS = [a.name for a in ADAPTERS]
 
 pytestmark = pytest.mark.slow  # make test only: trains both backends through their CLI code paths
 
-RUN = Config(steps=12, log_every=6, sample_every=12, checkpoint_every=6, steps_per_call=6)
+RUN = Config.tutorial(steps=12, log_every=6, sample_every=12, checkpoint_every=6, steps_per_call=6)
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +85,7 @@ def test_resuming_the_other_backends_run_is_a_clear_error(runs, tmp_path, capsys
 @pytest.mark.parametrize("adapter", ADAPTERS, ids=[a.name for a in ADAPTERS])
 def test_same_seed_twice_gives_bit_identical_losses(adapter, mnist):
     """On CPU each backend is deterministic: the same seed, twice, gives the same bits; another seed differs."""
-    config = Config(steps=60, steps_per_call=60)
+    config = Config.tutorial(steps=60, steps_per_call=60)
     metrics = []
     for seed in (0, 0, 1):
         backend = adapter.backend(dataclasses.replace(config, seed=seed), mnist)

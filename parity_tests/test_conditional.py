@@ -34,10 +34,10 @@ _SMALL = dict(latent_dim=32, g_hidden="64,128", d_hidden="128,64", batch_size=32
 # its own labels), and SNGAN-projection's setting, spectral norm (the projection's table too) with the hinge loss.
 _DCGAN = dict(arch="dcgan", latent_dim=16, g_channels=8, d_channels=8, batch_size=16, conditional=True)
 CONDITIONAL_SPECS = (
-    Spec("cond_gan", Config(**_SMALL)),
-    Spec("cond_wgan_gp_2critic", Config(**_SMALL, loss="wgan_gp", n_critic=2, beta1=0.5)),
-    Spec("cond_dcgan", Config(**_DCGAN)),
-    Spec("cond_dcgan_spectral_hinge", Config(**_DCGAN, d_norm="spectral", loss="hinge")),
+    Spec("cond_gan", Config.tutorial(**_SMALL)),
+    Spec("cond_wgan_gp_2critic", Config.tutorial(**_SMALL, loss="wgan_gp", n_critic=2, beta1=0.5)),
+    Spec("cond_dcgan", Config.tutorial(**_DCGAN)),
+    Spec("cond_dcgan_spectral_hinge", Config.tutorial(**_DCGAN, d_norm="spectral", loss="hinge")),
 )
 IDS = [s.name for s in CONDITIONAL_SPECS]
 ONE_UPDATE_SPECS = [s for s in CONDITIONAL_SPECS if s.config.n_critic == 1]  # one D update: comparable gradients
@@ -172,7 +172,7 @@ def test_float64_runs_are_the_same_run(spec, mnist, mnist_labels):
 
 # ----------------------------------------------------------------------------- what the Backends feed
 FED_STEPS = 25  # 800 fake classes each for D and G, 800 real images
-FED_CONFIG = Config(**_SMALL, steps=FED_STEPS, steps_per_call=FED_STEPS)
+FED_CONFIG = Config.tutorial(**_SMALL, steps=FED_STEPS, steps_per_call=FED_STEPS)
 
 
 @pytest.fixture(scope="module", params=ADAPTERS, ids=[a.name for a in ADAPTERS])

@@ -43,7 +43,8 @@ from safetensors.numpy import load_file
 pytestmark = pytest.mark.slow  # make test only: multi-device and multi-process runs
 
 NUM_STEPS = 30
-COMMON = ["--steps", str(NUM_STEPS), "--log-every", "1", "--sample-every", "1000", "--checkpoint-every", "1000",
+COMMON = ["--preset", "tutorial", "--steps", str(NUM_STEPS), "--log-every", "1", "--sample-every", "1000",
+          "--checkpoint-every", "1000",
           "--steps-per-call", "10"]
 # name -> (extra flags, loss tolerance, weight tolerance or None)
 CASES = {
@@ -55,7 +56,7 @@ CASES = {
     # Measured (JAX): step 1 equal, step 2 1.2e-7, then float32's drift, amplified by the normalisation's
     # division by small batch variances, to 6.9e-5 by step 20; tolerance 3e-4. Weights not compared
     # (as wgan_gp). Statistics per device (16 rows each) would change step 1 already (not measured).
-    "dcgan": (["--arch", "dcgan", "--g-channels", "8", "--d-channels", "8"], 3e-4, None),
+    "dcgan": (["--arch", "dcgan", "--g-channels", "8", "--d-channels", "8", "--d-norm", "batch"], 3e-4, None),
     # Spectral norm's power iteration reads only D's weights, which every device / rank holds whole,
     # so u and v move alike everywhere; G's BatchNorm keeps the dcgan case's drift and tolerance.
     "dcgan_spectral": (["--arch", "dcgan", "--g-channels", "8", "--d-channels", "8", "--d-norm", "spectral"],

@@ -74,10 +74,10 @@ def backend_statistics(adapter_name: str, images_u8: np.ndarray | None = None) -
         torch.set_num_threads(1)  # as in conftest, which a spawned worker does not run
         images_u8 = load_dataset("mnist", "train").images
     adapter = next(a for a in ADAPTERS if a.name == adapter_name)
-    z = np.random.default_rng(12345).standard_normal((NUM_SAMPLES, Config().latent_dim), dtype=np.float32)
+    z = np.random.default_rng(12345).standard_normal((NUM_SAMPLES, Config.tutorial().latent_dim), dtype=np.float32)
     stats = []
     for seed in range(NUM_SEEDS):
-        config = Config(seed=seed, steps=NUM_STEPS, steps_per_call=NUM_STEPS)
+        config = Config.tutorial(seed=seed, steps=NUM_STEPS, steps_per_call=NUM_STEPS)
         backend = adapter.backend(config, images_u8)
         metrics = backend.fetch(backend.run(NUM_STEPS))
         assert np.isfinite(metrics).all(), f"{adapter_name} seed {seed} diverged"

@@ -43,7 +43,7 @@ pytestmark = pytest.mark.slow  # make test only: bf16 steps and trajectories of 
 _DCGAN = dataclasses.replace(next(s.config for s in SPECS if s.config.arch == "dcgan"), precision="bf16")
 # name -> (bf16 config, gradient tolerance)
 CASES = {
-    "mlp": (Config(precision="bf16"), 0.1),
+    "mlp": (Config.tutorial(precision="bf16"), 0.1),
     "dcgan": (_DCGAN, 0.25),
     "dcgan_spectral": (dataclasses.replace(_DCGAN, d_norm="spectral"), 0.25),
 }

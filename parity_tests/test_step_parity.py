@@ -154,7 +154,7 @@ def numpy_adam(params, grads, num_steps, lr, b1, b2, eps):
 
 @pytest.mark.parametrize("beta1", [0.9, 0.5], ids=["beta1=0.9", "beta1=0.5"])
 def test_adam_updates_agree_with_each_other_and_with_numpy(beta1):
-    config = Config(beta1=beta1)
+    config = Config.tutorial(beta1=beta1)
     params, grads = _adam_inputs()
     want = numpy_adam(params, grads, ADAM_STEPS, config.lr, config.beta1, config.beta2, config.adam_eps)
     got = {a.name: a.adam_run(config, params, grads, ADAM_STEPS) for a in ADAPTERS}
@@ -173,7 +173,7 @@ def test_adam_updates_agree_with_each_other_and_with_numpy(beta1):
 # ----------------------------------------------------------------------------- train_step against NumPy
 # A tiny MLP: every layer kind of the default one (ReLU, LeakyReLU, tanh; two hidden layers each), small
 # enough to differentiate by hand. MNIST's image shape, so G's last and D's first layer are 784 wide.
-TINY = Config(latent_dim=3, g_hidden="4,5", d_hidden="5,4", batch_size=4)
+TINY = Config.tutorial(latent_dim=3, g_hidden="4,5", d_hidden="5,4", batch_size=4)
 
 
 def _softplus(t):

@@ -168,7 +168,7 @@ def test_evaluate_cli_says_fid_is_unavailable_and_writes_the_keys(data, tmp_path
     assert np.array_equal(real, to_float(data["test"])) and np.array_equal(fake, data["noise"][:100]) and seed == 0
 
     def load_generator(path):  # a cifar10 run's G drawing noise; the CLI only needs generate and the config
-        return (lambda z, labels=None: np.tanh(z[:, :1, None, None] + data["noise"][: len(z)])), Config(
+        return (lambda z, labels=None: np.tanh(z[:, :1, None, None] + data["noise"][: len(z)])), Config.tutorial(
             dataset="cifar10", latent_dim=8)
 
     args = ["--checkpoint", "run", "--num", "50", "--no-c2st", "--json", str(out)]
@@ -177,7 +177,7 @@ def test_evaluate_cli_says_fid_is_unavailable_and_writes_the_keys(data, tmp_path
     assert "FID-cifar10 unavailable" in capsys.readouterr().out
 
     def wrong_shape(path):
-        return (lambda z, labels=None: np.zeros((len(z), 28, 28, 1), np.float32)), Config(dataset="cifar10")
+        return (lambda z, labels=None: np.zeros((len(z), 28, 28, 1), np.float32)), Config.tutorial(dataset="cifar10")
 
     with pytest.raises(UserError, match=r"generated images have shape \(50, 28, 28, 1\), expected \(N, 32, 32, 3\)"):
         cli.evaluate_main(args, "evaluate", evaluator, wrong_shape)
@@ -213,7 +213,8 @@ def test_eval_every_logs_random_kid_on_an_npz_run(tmp_path):
     path = tmp_path / "fields.npz"
     np.savez(path, images=smooth_fields(64, (16, 16, 3), seed=4))
     out = tmp_path / "run"
-    tiny = ["--g-hidden", "8", "--d-hidden", "8", "--batch-size", "8", "--steps", "4", "--log-every", "2",
+    tiny = ["--preset", "tutorial",
+            "--g-hidden", "8", "--d-hidden", "8", "--batch-size", "8", "--steps", "4", "--log-every", "2",
             "--sample-every", "4", "--checkpoint-every", "4", "--eval-every", "4", "--eval-samples", "20"]
     assert train.main(["--dataset", f"npz:{path}", "--out-dir", str(out), *tiny]) == 0
     rows = [json.loads(line) for line in open(out / "metrics.jsonl")]

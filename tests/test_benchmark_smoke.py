@@ -15,7 +15,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 GPU_SH = os.path.join(ROOT, "benchmarks", "gpu.sh")
 
-from benchmarks import flops, scaling, step_throughput, sweep  # noqa: E402
+from benchmarks import flops, recipe, scaling, step_throughput, sweep  # noqa: E402
 from gan_common.config import Config  # noqa: E402
 
 pytestmark = pytest.mark.slow  # make test only: every test runs a benchmark CLI end to end
@@ -25,7 +25,7 @@ ROW_KEYS = {"backend", "variant", "batch_size", "steps_per_s", "images_per_s", "
 
 
 def test_flop_count_is_the_issues_0_725_gflop_at_batch_64():
-    parts = flops.step_flops(Config(), 64)
+    parts = flops.step_flops(Config.tutorial(), 64)
     # G: 100*256 + 256*512 + 512*784 = 558080 MACs a row; D: 784*512 + 512*256 + 256 = 532736.
     # Per row: D step 558080 + 4 * 532736 + 2 * (131072 + 256); G step 2 * 558080 + 2 * 532736 + (131072 + 401408).
     assert parts["total"] == 2 * 64 * (2951680 + 2714112) == 725_221_376
@@ -34,14 +34,15 @@ def test_flop_count_is_the_issues_0_725_gflop_at_batch_64():
 
 def test_the_floor_benchmarks_time_exactly_the_counted_products():
     for batch in (1, 64, 1000):
-        plan = flops.matmul_plan(Config(), batch)
-        assert flops.plan_flops(Config(), plan) == flops.flops_per_step(Config(), batch)
-    assert len(flops.matmul_plan(Config(), 64)) == 3 + 3 + 3 + 2 + 3 + 3 + 3 + 3 + 2  # the products listed in flops
+        plan = flops.matmul_plan(Config.tutorial(), batch)
+        assert flops.plan_flops(Config.tutorial(), plan) == flops.flops_per_step(Config.tutorial(), batch)
+    # the products listed in flops
+    assert len(flops.matmul_plan(Config.tutorial(), 64)) == 3 + 3 + 3 + 2 + 3 + 3 + 3 + 3 + 2
 
 
 def test_xla_dots_agree_with_the_analytic_count():
-    xla = flops.xla_step_flops(Config(), 64)
-    analytic = flops.flops_per_step(Config(), 64)
+    xla = flops.xla_step_flops(Config.tutorial(), 64)
+    analytic = flops.flops_per_step(Config.tutorial(), 64)
     # The dots autodiff hands to XLA are exactly the minimum: no D weight grads in G's step, no d/dx, no d/dz.
     assert xla["dots_traced"] == analytic
     # After optimisation XLA (CPU) turns the 256 -> 1 layer's input grads (outer products, k = 1) into
@@ -161,9 +162,9 @@ def test_matmul_kernels_times_every_distinct_product_in_both_backends(capsys):
     """benchmarks.matmul_kernels on a tiny run: one row per distinct product of the plan, rates in both backends."""
     from benchmarks import matmul_kernels
 
-    want = matmul_kernels.products(Config(), 2)
+    want = matmul_kernels.products(Config.tutorial(), 2)
     # Every product of the plan is some row, counted as often as it occurs in the step.
-    assert sum(n for *_, n in want) == len(flops.matmul_plan(Config(), 2))
+    assert sum(n for *_, n in want) == len(flops.matmul_plan(Config.tutorial(), 2))
     assert matmul_kernels.main(["--batch-size", "2", "--iters", "2", "--repeats", "1"]) == 0
     out = capsys.readouterr().out.splitlines()
     rows = [line.split() for line in out if line.startswith(("fwd", "wgrad", "igrad"))]
@@ -196,7 +197,7 @@ def test_gpu_script_passes_only_flags_the_benchmarks_accept(tmp_path):
 
     assert subprocess.run(["bash", "-n", GPU_SH]).returncode == 0
     commands = _gpu_sh_commands(str(tmp_path))
-    assert set(commands) == {"benchmarks.step_throughput", "benchmarks.scaling", "gan_jax.train"}
+    assert set(commands) == {"benchmarks.step_throughput", "benchmarks.scaling", "benchmarks.recipe"}
     # exits (SystemExit) on a bad flag
     mlp, dcgan = (step_throughput.parse_args(argv) for argv in commands["benchmarks.step_throughput"])
     assert mlp.json == str(tmp_path / "step_throughput.json") and tuple(mlp.precisions) == ("float32", "bf16")
@@ -207,9 +208,13 @@ def test_gpu_script_passes_only_flags_the_benchmarks_accept(tmp_path):
     scalings = [scaling.parse_args(argv) for argv in commands["benchmarks.scaling"]]
     assert [(a.arch, a.json) for a in scalings] == [("mlp", str(tmp_path / "scaling.json")),
                                                     ("dcgan", str(tmp_path / "scaling_dcgan.json"))]
-    [ttq] = commands["gan_jax.train"]  # time to quality: the preset's run, evaluated along the way
-    config, _ = train_args(ttq, "gan_jax.train", "")
-    assert config.arch == "dcgan" and config.eval_every > 0
+    # time to quality: the best preset and the default in both backends, evaluated along the way, then tabled
+    runs, report = (recipe.parse_args(argv) for argv in commands["benchmarks.recipe"])
+    assert set(runs.rows.split(",")) == {"best", "best_torch", "default", "default_torch"} and not runs.report
+    assert report.report and report.json == str(tmp_path / "time_to_quality.json") and report.target == 6
+    for name in runs.rows.split(","):  # each row's train command parses, with its evaluations on
+        config, _ = train_args(recipe.train_argv(name, runs, 0, "x")[3:], "gan_jax.train", "")
+        assert config.eval_every > 0 and config.preset in ("best", "")
 
 
 def test_gpu_script_on_a_cpu_machine_says_what_is_missing(tmp_path):

@@ -179,7 +179,8 @@ def test_eval_c2st_joins_the_evaluated_log_lines(tmp_path):
     from gan_jax import train
 
     out = str(tmp_path / "run")
-    tiny = ["--g-hidden", "32", "--d-hidden", "32", "--batch-size", "8", "--steps", "4", "--log-every", "2",
+    tiny = ["--preset", "tutorial",
+            "--g-hidden", "32", "--d-hidden", "32", "--batch-size", "8", "--steps", "4", "--log-every", "2",
             "--sample-every", "4", "--checkpoint-every", "4", "--eval-every", "4", "--eval-samples", "100"]
     assert train.main(["--out-dir", out, *tiny, "--eval-c2st"]) == 0
     rows = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl")]

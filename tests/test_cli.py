@@ -24,7 +24,7 @@ from gan_common.config import Config
 
 BACKENDS = ("gan_jax", "gan_torch")
 # Tiny nets (the defaults are 256,512 and 512,256): these tests check the CLI's wiring and files, not what G learns.
-SMALL = ["--g-hidden", "32,64", "--d-hidden", "64,32"]
+SMALL = ["--preset", "tutorial", "--g-hidden", "32,64", "--d-hidden", "64,32"]
 # Every chunk 10 steps long (the loop also cuts a chunk at each log, sample and checkpoint step), so every gan_jax
 # run here needs the same K-step program, compiled once a session (the cache set up in the repo root's conftest.py).
 FAST = ["--log-every", "10", "--steps-per-call", "10", "--sample-every", "20", "--checkpoint-every", "10"]
@@ -357,7 +357,7 @@ def test_epochs_are_fresh_permutations_and_drop_the_partial_batch(backend):
         p0, p1 = (epoch_permutation(0, e, 1000).numpy() for e in (0, 1))
     assert sorted(p0) == list(range(1000)) and not np.array_equal(p0, p1)
     # 1000 images at batch 64: 15 full batches per epoch; step 15 starts epoch 1.
-    assert Config(batch_size=64, epochs=2).total_steps(1000) == 30
+    assert Config.tutorial(batch_size=64, epochs=2).total_steps(1000) == 30
     if backend == "gan_torch":  # the batches TorchBackend takes from them
         from gan_torch.backend import TorchBackend
 
@@ -365,7 +365,7 @@ def test_epochs_are_fresh_permutations_and_drop_the_partial_batch(backend):
         idx = np.arange(1000)
         data = np.zeros((1000, 28, 28, 1), np.uint8)
         data[:, 0, 0, 0], data[:, 0, 1, 0] = idx % 256, idx // 256
-        torch_backend = TorchBackend(Config(batch_size=64), data)
+        torch_backend = TorchBackend(Config.tutorial(batch_size=64), data)
         assert torch_backend.steps_per_epoch == 15  # 1000 // 64: the last 40 images of each epoch are skipped
         epochs = []
         for _ in range(2):

@@ -16,7 +16,8 @@ from gan_common.outputs import read_metrics
 
 BACKENDS = ("gan_jax", "gan_torch")
 # A small model and 4 steps: the wiring, not the quality.
-TINY = ["--steps", "4", "--log-every", "2", "--sample-every", "4", "--checkpoint-every", "2", "--batch-size", "16",
+TINY = ["--preset", "tutorial",
+        "--steps", "4", "--log-every", "2", "--sample-every", "4", "--checkpoint-every", "2", "--batch-size", "16",
         "--latent-dim", "16", "--g-hidden", "64", "--d-hidden", "64", "--steps-per-call", "2", "--conditional"]
 # The DCGAN's projection discriminator, spectrally normalised: its resume also proves u and v are checkpointed.
 NETS = {"mlp": TINY, "dcgan": [a for a in TINY if a not in ("--g-hidden", "--d-hidden", "64")]
@@ -24,7 +25,8 @@ NETS = {"mlp": TINY, "dcgan": [a for a in TINY if a not in ("--g-hidden", "--d-h
 EVAL = ["--eval-every", "4", "--eval-samples", "100"]
 # An unconditional run with tests/test_cli.py's nets and 10-step chunks (SMALL, FAST there): its program is that
 # file's, compiled once a session.
-PLAIN = ["--g-hidden", "32,64", "--d-hidden", "64,32", "--log-every", "10", "--steps-per-call", "10",
+PLAIN = ["--preset", "tutorial",
+         "--g-hidden", "32,64", "--d-hidden", "64,32", "--log-every", "10", "--steps-per-call", "10",
          "--sample-every", "20", "--checkpoint-every", "10"]
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]  # tests/conftest.py

@@ -25,7 +25,7 @@ from gan_jax.step import create, d_objective, g_objective
 
 U32 = 2.0**-24  # float32's unit roundoff
 # A DCGAN at a sixteenth of the default widths: every layer kind at a cost of milliseconds.
-SMALL = Config(arch="dcgan", beta1=0.5, latent_dim=16, g_channels=4, d_channels=4, batch_size=8)
+SMALL = Config.tutorial(arch="dcgan", beta1=0.5, latent_dim=16, g_channels=4, d_channels=4, batch_size=8)
 
 
 def test_auto_is_custom_on_cpus_and_xla_elsewhere():

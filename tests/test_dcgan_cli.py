@@ -11,7 +11,9 @@ from gan_common.errors import UserError
 
 # Tiny nets, few steps: what is tested is the plumbing (BatchNorm statistics in the state, the
 # checkpoint and the neutral file; eval-mode sampling), not what the nets learn.
-TINY = ["--arch", "dcgan", "--g-channels", "4", "--d-channels", "4", "--latent-dim", "8", "--batch-size", "8",
+TINY = ["--preset", "tutorial",
+        "--arch", "dcgan", "--d-norm", "batch", "--g-channels", "4", "--d-channels", "4", "--latent-dim", "8",
+        "--batch-size", "8",
         "--log-every", "4", "--sample-every", "8", "--checkpoint-every", "4", "--steps-per-call", "4"]
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]  # tests/conftest.py
@@ -77,7 +79,7 @@ def test_torch_backend_samples_in_eval_mode_and_stays_in_train_mode():
     from gan_common.config import Config
     from gan_torch.backend import TorchBackend
 
-    backend = TorchBackend(Config(arch="dcgan", g_channels=4, d_channels=4, latent_dim=8, batch_size=8),
+    backend = TorchBackend(Config.tutorial(arch="dcgan", g_channels=4, d_channels=4, latent_dim=8, batch_size=8),
                            np.zeros((16, 28, 28, 1), np.uint8))
     G = backend.state.generator
     before = G.bn1.running_mean.clone()
@@ -90,8 +92,8 @@ def test_torch_backend_samples_in_eval_mode_and_stays_in_train_mode():
     (["--g-channels", "32"], "--g-channels applies only to --arch dcgan"),
     (["--d-norm", "none"], "--d-norm applies only to --arch dcgan"),
     (["--arch", "dcgan", "--g-hidden", "128"], "--g-hidden applies only to --arch mlp"),
-    (["--arch", "dcgan", "--loss", "wgan_gp"], "add --d-norm spectral or none"),
-    (["--arch", "dcgan", "--r1-weight", "1"], "add --d-norm spectral or none"),
+    (["--arch", "dcgan", "--d-norm", "batch", "--loss", "wgan_gp", "--r1-weight", "0"], "--d-norm spectral or none"),
+    (["--arch", "dcgan", "--d-norm", "batch"], r"R1 \(--r1-weight 5, on by default\).*--r1-weight 0"),
     (["--arch", "dcgan", "--d-channels", "0"], "--d-channels must be a positive integer"),
 ])
 def test_bad_combinations_are_one_line_errors(argv, fragment):

@@ -14,7 +14,7 @@ from gan_common.weights import save_weights
 # A small model and 8 steps: the wiring (flag, checkpoint, resume, sampler), not the maths (parity_tests/test_ema.py).
 # The nets of tests/test_cli.py (SMALL there), so gan_jax's programs that do not depend on the EMA (initialising,
 # sampling) repeat from that file; every chunk two steps long, so no run compiles a second chunk length.
-SMALL = ["--g-hidden", "32,64", "--d-hidden", "64,32"]
+SMALL = ["--preset", "tutorial", "--g-hidden", "32,64", "--d-hidden", "64,32"]
 TINY = ["--log-every", "4", "--sample-every", "8", "--checkpoint-every", "4", "--batch-size", "16",
         *SMALL, "--steps-per-call", "2", "--ema-decay", "0.9"]
 BACKENDS = ["gan_jax", "gan_torch"]

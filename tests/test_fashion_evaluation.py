@@ -23,7 +23,8 @@ SPEC = CLASSIFIERS["fashion_mnist"]
 needs_fashion = pytest.mark.skipif(not os.path.isdir(datasets.DEFAULT_IDX_DIRS["fashion_mnist"]),
                                    reason="Debian's dataset-fashion-mnist is not installed (.ci/run installs it)")
 # Tiny nets and a few steps: these runs test the plumbing (which classifier, which key), not the GAN.
-TINY = ["--dataset", "fashion_mnist", "--g-hidden", "32", "--d-hidden", "32", "--batch-size", "8", "--steps", "4",
+TINY = ["--preset", "tutorial",
+        "--dataset", "fashion_mnist", "--g-hidden", "32", "--d-hidden", "32", "--batch-size", "8", "--steps", "4",
         "--log-every", "2", "--sample-every", "4", "--checkpoint-every", "4", "--eval-every", "4",
         "--eval-samples", "100"]
 

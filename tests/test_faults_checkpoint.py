@@ -27,7 +27,7 @@ from gan_common.weights import WEIGHTS_FILE
 
 BACKENDS = ("gan_jax", "gan_torch")
 # tests/test_cli.py's tiny nets and 10-step chunks: gan_jax reuses the programs that module compiles.
-SMALL = ["--g-hidden", "32,64", "--d-hidden", "64,32"]
+SMALL = ["--preset", "tutorial", "--g-hidden", "32,64", "--d-hidden", "64,32"]
 FAST = ["--log-every", "10", "--steps-per-call", "10", "--sample-every", "20", "--checkpoint-every", "10"]
 
 # Fault injection drives whole CLIs (runs, resumes, damaged folders): make test only, not the fast tier.
@@ -56,7 +56,7 @@ def made(tmp_path_factory):
     def get(backend: str) -> str:
         if backend not in runs:
             out = str(tmp_path_factory.mktemp(f"made_{backend}") / "r")
-            config = Config(g_hidden=SMALL[1], d_hidden=SMALL[3], steps=40, log_every=10, steps_per_call=10,
+            config = Config.tutorial(g_hidden=SMALL[3], d_hidden=SMALL[5], steps=40, log_every=10, steps_per_call=10,
                             sample_every=20, checkpoint_every=10, out_dir=out)
             os.makedirs(out)
             with open(os.path.join(out, "config.json"), "w") as f:

@@ -37,7 +37,7 @@ from gan_common.runlock import RunLock
 
 BACKENDS = ("gan_jax", "gan_torch")
 # tests/test_cli.py's tiny nets and 10-step chunks: gan_jax compiles the same programs, once a session (conftest.py).
-SMALL = ["--g-hidden", "32,64", "--d-hidden", "64,32"]
+SMALL = ["--preset", "tutorial", "--g-hidden", "32,64", "--d-hidden", "64,32"]
 FAST = ["--log-every", "10", "--steps-per-call", "10", "--sample-every", "20", "--checkpoint-every", "10"]
 # A run that only stops when told: no checkpoint or grid until the end, a metrics line every 10 steps.
 ENDLESS = ["--steps", "1000000", "--log-every", "10", "--steps-per-call", "10", "--sample-every", "1000000",
@@ -84,7 +84,7 @@ def assert_same_run(a: str, b: str, step: int) -> None:
 def new_run_folder(path) -> str:
     """A run folder as a run that died before its first checkpoint leaves it: its config.json, nothing else."""
     os.makedirs(path)
-    config = Config(out_dir=str(path), steps=20, g_hidden="32,64", d_hidden="64,32")
+    config = Config.tutorial(out_dir=str(path), steps=20, g_hidden="32,64", d_hidden="64,32")
     (path / "config.json").write_text(config.to_json() + "\n")
     return str(path)
 
@@ -222,12 +222,12 @@ def test_a_run_that_cannot_work_is_refused_before_its_folder_is_written(name, ar
 
 
 def test_every_float_flag_must_be_finite():
-    floats = [f for f, v in vars(Config()).items() if isinstance(v, float)]
+    floats = [f for f, v in vars(Config.tutorial()).items() if isinstance(v, float)]
     assert {"lr", "beta1", "beta2", "adam_eps", "epochs", "gp_weight", "leaky_slope"} <= set(floats)
     for name in floats:
         for bad in (math.inf, -math.inf, math.nan):
             with pytest.raises(UserError, match=f"--{name.replace('_', '-')} must be a finite number"):
-                validate(Config(**{name: bad}))
+                validate(Config.tutorial(**{name: bad}))
 
 
 def test_the_memory_estimate_counts_every_parameter_and_refuses_what_cannot_fit():
@@ -238,18 +238,18 @@ def test_the_memory_estimate_counts_every_parameter_and_refuses_what_cannot_fit(
     for fields in ({"conditional": True, "g_hidden": "8,16,5", "dataset": "cifar10"},
                    {"arch": "dcgan", "g_channels": 4, "d_channels": 6}, {"arch": "dcgan", "d_norm": "spectral"},
                    {"arch": "dcgan", "conditional": True, "d_norm": "none", "dataset": "cifar10"}, {}):
-        config = Config(**fields)
+        config = Config.tutorial(**fields)
         count = sum(p.numel() for net in (build_generator(config), build_discriminator(config))
                     for p in net.parameters())
         assert parameter_count(config) == count, fields
     # The seed's MLP, by hand: its parameters (counted above) 4 times over in float32 (17.5 MB), and per image
     # G's 100 + 256 + 512 + 784 numbers and D's 784 + 512 + 256 + 1 twice (a real and a fake image), with their
     # gradients, for a batch of 64 (2.4 MB). A floor a laptop fits, which names the shortfall when it does not.
-    need = memory_estimate(Config())
+    need = memory_estimate(Config.tutorial())
     assert need == 4 * 4 * count + 4 * 2 * 64 * (100 + 256 + 512 + 784 + 2 * (784 + 512 + 256 + 1))
-    check_memory(Config(), available=need)
+    check_memory(Config.tutorial(), available=need)
     with pytest.raises(UserError, match="more than this machine's 0.0 GiB; reduce --g-hidden, --d-hidden"):
-        check_memory(Config(), available=need - 1)
+        check_memory(Config.tutorial(), available=need - 1)
 
 
 # ----------------------------------------------------------------------------- malformed files
@@ -419,7 +419,7 @@ def fake_run(tmp_path, total: int = 40, nan_from: int | None = None) -> tuple[in
     error wrapper: (exit code, out dir)."""
     out = str(tmp_path / "r")
     os.makedirs(out)
-    config = Config(out_dir=out, log_every=10, sample_every=20, checkpoint_every=20, steps_per_call=10)
+    config = Config.tutorial(out_dir=out, log_every=10, sample_every=20, checkpoint_every=20, steps_per_call=10)
     return cli_entry(loop.train_loop)(config, _FakeBackend(out, nan_from), total, 100, "fake"), out
 
 

@@ -160,11 +160,11 @@ def test_npz_images_labels_and_each_error(tmp_path):
 
 
 def test_config_takes_own_data_and_checks_its_shape():
-    own = validate(Config(dataset="folder:/x"))
+    own = validate(Config.tutorial(dataset="folder:/x"))
     with pytest.raises(UserError, match="known only once the data is read"):
         own.image_shape  # noqa: B018
     assert dataclasses.replace(own, image_size=20, channels=3).image_shape == (20, 20, 3)
-    assert validate(Config(dataset="cifar10")).image_shape == (32, 32, 3)  # named datasets as before
+    assert validate(Config.tutorial(dataset="cifar10")).image_shape == (32, 32, 3)  # named datasets as before
     refused = {
         "--dataset: invalid choice: 'folder:'; expected one of": dict(dataset="folder:"),
         "--dataset: invalid choice: 'pets'": dict(dataset="pets"),
@@ -174,8 +174,8 @@ def test_config_takes_own_data_and_checks_its_shape():
     }
     for message, fields in refused.items():
         with pytest.raises(UserError, match=message):
-            validate(Config(**fields))
-    validate(Config(dataset="npz:x", arch="dcgan", image_size=64, channels=1))
+            validate(Config.tutorial(**fields))
+    validate(Config.tutorial(dataset="npz:x", arch="dcgan", image_size=64, channels=1))
 
 
 @pytest.fixture(scope="module")

@@ -30,8 +30,9 @@ TINY = {"g_hidden": "8", "d_hidden": "8", "latent_dim": 4, "batch_size": 4}  # t
 
 # ----------------------------------------------------------------------------- schedules
 def test_learning_rates_ttur_and_linear_decay():
-    assert schedules.base_lr(Config(), "g") == schedules.base_lr(Config(), "d") == 2e-4  # off: --lr for both
-    config = Config(g_lr=1e-4, d_lr=4e-4, lr_decay_steps=4)
+    off = Config.tutorial()
+    assert schedules.base_lr(off, "g") == schedules.base_lr(off, "d") == 2e-4  # off: --lr for both
+    config = Config.tutorial(g_lr=1e-4, d_lr=4e-4, lr_decay_steps=4)
     assert (schedules.base_lr(config, "g"), schedules.base_lr(config, "d")) == (1e-4, 4e-4)
     assert [schedules.lr_factor(t, 4) for t in range(7)] == [1.0, 0.75, 0.5, 0.25, 0.0, 0.0, 0.0]
     assert schedules.lr_factor(10**6, 0) == 1.0  # no decay
@@ -40,7 +41,7 @@ def test_learning_rates_ttur_and_linear_decay():
 
 def test_jax_learning_rates_are_the_hosts_rounded_once():
     """gan_jax's lr of every step is exactly the float32 rounding of the host's float64 (what torch's Adam gets)."""
-    config = Config(g_lr=1e-4, d_lr=3e-4, lr_decay_steps=937)
+    config = Config.tutorial(g_lr=1e-4, d_lr=3e-4, lr_decay_steps=937)
     steps = jnp.arange(940, dtype=jnp.int32)
     for net in "gd":
         device = np.asarray(jax.jit(jax.vmap(lambda s, n=net: jax_step.learning_rate(config, n, s)))(steps))
@@ -51,7 +52,7 @@ def test_jax_learning_rates_are_the_hosts_rounded_once():
 def test_decayed_adam_is_adam_at_the_steps_lr_bit_for_bit():
     """gan_jax's decay: Adam built with lr 1, its step times the table's lr, rounds as optax.adam(lr_t) itself; so
     a decayed run's step 0 is the constant-lr run's, bit for bit, and later steps are Adam at lr_t exactly."""
-    config = Config(d_lr=4e-4, lr_decay_steps=8)
+    config = Config.tutorial(d_lr=4e-4, lr_decay_steps=8)
     rng = np.random.default_rng(0)
     params = {"w": jnp.asarray(rng.standard_normal((6, 5)), jnp.float32)}
     grads = [{"w": jnp.asarray(rng.standard_normal((6, 5)) * 10.0 ** -k, jnp.float32)} for k in range(4)]
@@ -84,7 +85,7 @@ def test_ema_warmup_values_and_switch():
 
 
 def test_jax_ema_weights_are_the_hosts_rounded_once():
-    config = Config(ema_decay=0.999, ema_rampup=True)
+    config = Config.tutorial(ema_decay=0.999, ema_rampup=True)
     steps = jnp.arange(9100, dtype=jnp.int32)  # past the switch at 8990
     keep, take = jax.jit(jax.vmap(lambda s: jax_step.ema_weights(config, s)))(steps)
     host = np.array([schedules.ema_weights(t, 0.999, True) for t in range(9100)], np.float32)
@@ -228,7 +229,7 @@ def test_jax_draws_are_a_function_of_key_and_step_fed_by_the_fused_loop():
     """What the fused loop feeds train_step as `augment` is step_augment(key, step): so a resumed run augments
     as a whole one would. Reals, D's fakes and G's fakes each get their own draws. (The step here only records
     and counts: the loop's feeding is under test, and a real step's compile would cost seconds.)"""
-    config = Config(**TINY, augment="translation,cutout", seed=3)
+    config = Config.tutorial(**TINY, augment="translation,cutout", seed=3)
     gan, state = jax_step.create(config)
     key = np.asarray(state.key)  # the chunk donates the state
     fed = []
@@ -252,18 +253,21 @@ def test_jax_draws_are_a_function_of_key_and_step_fed_by_the_fused_loop():
 
 
 # ----------------------------------------------------------------------------- flags
-def test_levers_default_off_and_bad_values_are_one_clear_line():
-    c, _ = parse_args([], "t", "t")
+def test_levers_flags_and_bad_values_are_one_clear_line():
+    c, _ = parse_args(["--preset", "tutorial"], "t", "t")
     assert (c.g_lr, c.d_lr, c.lr_decay_steps, c.ema_rampup, c.r1_every, c.augment) == (0.0, 0.0, 0, False, 1, "")
+    c, _ = parse_args([], "t", "t")  # the default recipe: EMA with its warm-up, decay over the run's length
+    assert (c.g_lr, c.d_lr, c.lr_decay_steps, c.ema_rampup, c.r1_every, c.augment) == (0.0, 0.0, -1, True, 4, "")
+    assert parse_args(["--ema-decay", "0"], "t", "t")[0].ema_rampup  # harmless without an EMA: no refusal
     c, _ = parse_args(["--g-lr", "1e-4", "--d-lr", "4e-4", "--lr-decay-steps", "600", "--steps", "600",
-                       "--ema-decay", "0.999", "--ema-rampup", "--r1-weight", "1", "--r1-every", "4",
+                       "--ema-decay", "0.99", "--no-ema-rampup", "--r1-weight", "1", "--r1-every", "4",
                        "--augment", "translation,cutout"], "t", "t")
     assert (c.g_lr, c.d_lr, c.lr_decay_steps, c.ema_rampup, c.r1_every, c.augment) == (
-        1e-4, 4e-4, 600, True, 4, "translation,cutout")
-    refused = {("--d-lr", "-1"): "--d-lr must be >= 0", ("--ema-rampup",): "give --ema-decay",
+        1e-4, 4e-4, 600, False, 4, "translation,cutout")
+    refused = {("--d-lr", "-1"): "--d-lr must be >= 0", ("--lr-decay-steps", "-2"): "--lr-decay-steps must be >= -1",
                ("--r1-every", "0"): "--r1-every must be a positive integer",
-               ("--r1-every", "4"): "give --r1-weight", ("--augment", "flip"): "--augment 'flip'",
-               ("--lr-decay-steps", "100", "--steps", "200"): "ends the decay before --steps 200"}
+               ("--augment", "flip"): "--augment 'flip'",
+               ("--lr-decay-steps", "100", "--steps", "200"): "ends the decay before the run's 200 steps"}
     for argv, fragment in refused.items():
         with pytest.raises(UserError, match=fragment) as e:
             parse_args(list(argv), "t", "t")
@@ -273,7 +277,8 @@ def test_levers_default_off_and_bad_values_are_one_clear_line():
 # ----------------------------------------------------------------------------- resume
 # The CLI runs of tests/test_cli.py and tests/test_ema_cli.py, with every lever that depends on the step: the lr
 # decay, lazy R1, the EMA's warm-up and the augmentation's draws must all carry on from the checkpoint exactly.
-LEVERS = ["--g-hidden", "32,64", "--d-hidden", "64,32", "--batch-size", "16", "--log-every", "4", "--sample-every",
+LEVERS = ["--preset", "tutorial",
+          "--g-hidden", "32,64", "--d-hidden", "64,32", "--batch-size", "16", "--log-every", "4", "--sample-every",
           "8", "--checkpoint-every", "4", "--steps-per-call", "2", "--lr-decay-steps", "8", "--r1-weight", "1",
           "--r1-every", "3", "--ema-decay", "0.99", "--ema-rampup", "--augment", "translation,cutout"]
 

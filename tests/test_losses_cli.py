@@ -18,7 +18,7 @@ LOSS_FLAGS = {
 # A small model and 4 steps: this checks the wiring (flags, the loop, outputs), not the maths (parity_tests do).
 # The nets of tests/test_cli.py (SMALL there), so gan_jax's programs that do not depend on the loss (initialising,
 # sampling) repeat from that file; every chunk two steps long, so no run compiles a second chunk length.
-SMALL = ["--g-hidden", "32,64", "--d-hidden", "64,32"]
+SMALL = ["--preset", "tutorial", "--g-hidden", "32,64", "--d-hidden", "64,32"]
 TINY = ["--steps", "4", "--log-every", "2", "--sample-every", "4", "--checkpoint-every", "4", "--batch-size", "16",
         *SMALL, "--steps-per-call", "2"]
 

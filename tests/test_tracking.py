@@ -32,7 +32,7 @@ from gan_common.tracking import WANDB_MISSING, Tracker
 
 BACKENDS = ("gan_jax", "gan_torch")
 # tests/test_cli.py's nets and 10-step chunks: the same compiled gan_jax program (the session's compile cache).
-SMALL = ["--g-hidden", "32,64", "--d-hidden", "64,32"]
+SMALL = ["--preset", "tutorial", "--g-hidden", "32,64", "--d-hidden", "64,32"]
 RUN = ["--steps", "30", "--log-every", "10", "--steps-per-call", "10", "--sample-every", "10", "--checkpoint-every",
        "30", *SMALL]
 TRAIN_TAGS = {f"train/{k}" for k in ("d_loss", "g_loss", "d_real", "d_fake", "steps_per_s", "epoch")}
@@ -249,7 +249,7 @@ class FakeBackend:
 
 def _fake_run(tmp_path, plain_lines=None, **fields) -> tuple[Config, dict]:
     os.makedirs(tmp_path, exist_ok=True)
-    config = Config(out_dir=str(tmp_path), steps=30, log_every=10, sample_every=10, checkpoint_every=30,
+    config = Config.tutorial(out_dir=str(tmp_path), steps=30, log_every=10, sample_every=10, checkpoint_every=30,
                     steps_per_call=10, eval_every=10, eval_samples=10, **fields)
     evaluator = lambda images, labels: {"fid_mnist": 100.0 / len(images), "classes_covered": 7}  # noqa: E731
     last = train_loop(config, FakeBackend(str(tmp_path)), 30, 100, "fake", evaluator, plain_lines=plain_lines)
@@ -287,7 +287,7 @@ def test_wandb_that_cannot_start_is_one_error_line(tmp_path):
         raise WandbError("No API key configured. Use `wandb login` to log in.")
 
     fake = types.SimpleNamespace(init=init, Error=WandbError, Image=None)  # wandb's names, as when not logged in
-    config = Config(out_dir=str(tmp_path), wandb="my-project")
+    config = Config.tutorial(out_dir=str(tmp_path), wandb="my-project")
     with pytest.raises(UserError) as e:
         Tracker(config, 0, wandb=fake)
     assert str(e.value) == ("--wandb my-project: wandb could not start (No API key configured. Use `wandb login` to "

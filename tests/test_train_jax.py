@@ -27,11 +27,11 @@ def test_losses_stay_finite_where_probabilities_underflow():
 
 @pytest.mark.slow
 def test_same_seed_twice_is_bit_identical_and_another_seed_differs():
-    config = Config(steps=30)
+    config = Config.tutorial(steps=30)
     data = np.random.default_rng(0).integers(0, 256, (640, 28, 28, 1), dtype=np.uint8)
     runs = []
     for seed in (0, 0, 1):
-        gan, state = create(Config(seed=seed, **SMALL))
+        gan, state = create(Config.tutorial(seed=seed, **SMALL))
         chunk = make_train_chunk(gan, len(data))
         _, m = chunk(state, jnp.asarray(data), num_steps=config.steps)
         runs.append(np.asarray(m))
@@ -44,7 +44,7 @@ def test_a_chunk_draws_what_step_by_step_draws_and_its_length_does_not_matter():
     """The fused loop draws all K steps' noise, interpolation weights and labels before its scan
     (one threefry call instead of several a step); what step t is fed must still be the (key, t)
     function `step_draws`, bit for bit, so that neither K nor a resume can change a run."""
-    config = Config(loss="wgan_gp", n_critic=2, conditional=True, batch_size=8, latent_dim=6)
+    config = Config.tutorial(loss="wgan_gp", n_critic=2, conditional=True, batch_size=8, latent_dim=6)
     key, steps = jax.random.PRNGKey(3), jnp.arange(5, 9)
     batched = jax.jit(jax.vmap(lambda s: step_draws(key, s, config)))(steps)
     for i, step in enumerate(steps):
@@ -64,7 +64,7 @@ def test_a_chunk_draws_what_step_by_step_draws_and_its_length_does_not_matter():
     data = jnp.asarray(np.random.default_rng(0).integers(0, 256, (640, 28, 28, 1), dtype=np.uint8))
     runs = []
     for split in ((12,), (5, 7)):
-        gan, state = create(Config(seed=1, **SMALL))
+        gan, state = create(Config.tutorial(seed=1, **SMALL))
         chunk = make_train_chunk(gan, len(data), step_fn=recording_step)
         metrics = []
         for k in split:
@@ -75,7 +75,7 @@ def test_a_chunk_draws_what_step_by_step_draws_and_its_length_does_not_matter():
     np.testing.assert_array_equal(runs[0][1], runs[1][1])
     jax.effects_barrier()
     assert [int(step) for step, _, _ in fed] == list(range(12)) * 2
-    run_config = Config(seed=1, **SMALL)
+    run_config = Config.tutorial(seed=1, **SMALL)
     for step, z_d, z_g in fed:
         want = step_draws(jax.random.PRNGKey(1), jnp.int32(step), run_config)
         np.testing.assert_array_equal(z_d, np.asarray(want[0]))
@@ -108,7 +108,8 @@ class _DivergingBackend:
 
 @pytest.mark.slow
 def test_nan_losses_stop_training_naming_the_step_and_keep_the_last_good_checkpoint(tmp_path):
-    config = Config(out_dir=str(tmp_path), log_every=10, sample_every=100, checkpoint_every=20, steps_per_call=5)
+    config = Config.tutorial(out_dir=str(tmp_path), log_every=10, sample_every=100, checkpoint_every=20,
+                             steps_per_call=5)
     backend = _DivergingBackend(tmp_path)
     with pytest.raises(TrainingDiverged, match="non-finite at step 37"):
         train_loop(config, backend, total_steps=100, steps_per_epoch=50, backend_name="gan_jax")

@@ -107,7 +107,7 @@ class Live:
     """A served Session of `num` trials around fake_generate, its results file in `folder`."""
 
     def __init__(self, folder: str, num: int = 6, seed: int = 0):
-        self.session = turing.build_session(fake_generate, Config(), num, seed, {"checkpoint": "fake"})
+        self.session = turing.build_session(fake_generate, Config.tutorial(), num, seed, {"checkpoint": "fake"})
         self.server = turing.make_server(self.session, "127.0.0.1", 0)
         self.path = self.session.start(folder)
         threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()  # stops in 50 ms
@@ -272,7 +272,7 @@ def test_images_come_from_the_test_set_and_from_g(tmp_path):
     finally:
         server.close()
     real = load_dataset("mnist", "test").images
-    fake = to_uint8(fake_generate(sample_noise(2, Config().latent_dim, 11)))  # z of seed 11: rows 0 and 1
+    fake = to_uint8(fake_generate(sample_noise(2, Config.tutorial().latent_dim, 11)))  # z of seed 11: rows 0 and 1
     for png, trial in zip(pngs, server.session.trials, strict=True):
         source = real if trial["source"] == "real" else fake
         assert png == turing.to_png(source[trial["image_id"]])
