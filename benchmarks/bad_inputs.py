@@ -333,7 +333,7 @@ def cases(ref_files: dict[str, list[str]]) -> list[Case]:
         train("--g-loss minimax with --loss lsgan", "--loss", "lsgan", "--g-loss", "minimax"),
         train("--g-channels with --arch mlp", "--arch", "mlp", "--g-channels", "8"),
         train("--arch dcgan (BatchNorm D) with --loss wgan_gp", "--arch", "dcgan", "--d-norm", "batch",
-              "--loss", "wgan_gp"),
+              "--loss", "wgan_gp", "--g-hidden", "256,512", "--d-hidden", "512,256"),
         train("--devices -1", "--devices", "-1"),
         train("--process-id 5 --num-processes 2", "--num-processes", "2", "--process-id", "5"),
         train("--data-source package --dataset fashion_mnist", "--data-source", "package", "--dataset",

@@ -104,8 +104,9 @@ class Config:
     d_lr: float = _field(0.0, "D's own Adam learning rate (0: --lr); TTUR gives D the larger one, e.g. 4e-4 with "
                          "--g-lr 1e-4")
     lr_decay_steps: int = _field(
-        -1, "both learning rates fall linearly to 0 at this step, lr (T - t) / T at step t (-1: at the run's last "
-        "step; 0: constant). config.json records the number, so a resumed run keeps its schedule"
+        0, "both learning rates fall linearly to 0 at this step, lr (T - t) / T at step t (-1: at the run's last "
+        "step, --preset best's; 0: constant, the default's: a decay over 30 epochs cost FID in "
+        "benchmarks/QUALITY.md). config.json records the number, so a resumed run keeps its schedule"
     )
     beta1: float = _field(0.5, "Adam beta1 of both nets (0.5: Radford et al.'s DCGAN setting; the seed's 0.9)")
     beta2: float = _field(0.999, "Adam beta2 of both nets (PyTorch's default 0.999)")
@@ -437,9 +438,10 @@ def _validate_arch(c: Config) -> None:
         raise UserError(f"--arch dcgan builds for {', '.join(map(str, DCGAN_STAGES))}-pixel images, not {side}; "
                         f"pass --image-size {' or '.join(map(str, DCGAN_STAGES))}, or use --arch mlp")
     if c.d_batch_norm and (c.loss == "wgan_gp" or c.r1_weight):
-        raise UserError(f"--loss wgan_gp and R1 (--r1-weight {c.r1_weight:g}, on by default) penalise each "
-                        f"sample's input gradient, which D's BatchNorm (--d-norm batch) couples across the batch; "
-                        f"use --d-norm spectral or none, or pass --r1-weight 0 (and a loss other than wgan_gp)")
+        what = "--loss wgan_gp" if c.loss == "wgan_gp" else f"R1 (--r1-weight {c.r1_weight:g}, on by default)"
+        fix = "" if c.loss == "wgan_gp" else ", or pass --r1-weight 0"
+        raise UserError(f"{what} penalises each sample's input gradient, which D's BatchNorm (--d-norm batch) "
+                        f"couples across the batch; use --d-norm spectral or none{fix}")
 
 
 def flag_name(name: str) -> str:
@@ -461,7 +463,7 @@ def as_field_names(message: str, renames: dict[str, str] | None = None) -> str:
 # user can ask for it by name. Flags typed next to --preset override its values.
 MLP_RECIPE = {"arch": "mlp", "g_hidden": "256,512", "d_hidden": "512,256", "lr": 2e-4, "beta1": 0.5, "beta2": 0.999,
               "batch_size": 64, "epochs": 30.0, "loss": "gan", "g_loss": "non_saturating", "r1_weight": 5.0,
-              "r1_every": 4, "ema_decay": 0.999, "ema_rampup": True, "lr_decay_steps": -1, "augment": ""}
+              "r1_every": 4, "ema_decay": 0.999, "ema_rampup": True, "lr_decay_steps": 0, "augment": ""}
 # Radford et al.'s DCGAN nets: 64 channels and BatchNorm in D (the defaults' D has spectral norm, for R1).
 DCGAN_NETS = {"g_channels": 64, "d_channels": 64, "d_norm": "batch"}
 PRESETS: dict[str, dict[str, Any]] = {
@@ -470,11 +472,12 @@ PRESETS: dict[str, dict[str, Any]] = {
     "tutorial": {"arch": "mlp", "lr": 2e-4, "beta1": 0.9, "beta2": 0.999, "batch_size": 64, "epochs": 25.0,
                  "r1_weight": 0.0, "r1_every": 1, "ema_decay": 0.0, "ema_rampup": False, "lr_decay_steps": 0,
                  "augment": ""},
-    # The MLP's own recipe (benchmarks/QUALITY.md): the seed's nets with lazy R1, Radford et al.'s beta1, an EMA
-    # of G with its warm-up and lrs decaying to 0, ~3.5 minutes on a 2-core CPU. Today's defaults, pinned by name.
+    # The MLP's own recipe (benchmarks/QUALITY.md): the seed's nets with lazy R1, Radford et al.'s beta1 and an EMA
+    # of G with its warm-up, ~3.5 minutes on a 2-core CPU. Today's defaults, pinned by name.
     "mlp": MLP_RECIPE,
-    # The same recipe trained 3.6x longer (100,259 steps), about 13 minutes on a 2-core CPU (benchmarks/QUALITY.md).
-    "best": {**MLP_RECIPE, "epochs": 107.0},
+    # The same recipe trained 3.6x longer (100,259 steps) with its lrs decaying to 0 over them, about 13 minutes on a
+    # 2-core CPU (benchmarks/QUALITY.md).
+    "best": {**MLP_RECIPE, "epochs": 107.0, "lr_decay_steps": -1},
     # Radford et al.'s DCGAN as benchmarks/QUALITY_DCGAN.md measured it: 64 channels, beta1 0.5, no EMA, no decay.
     "dcgan": {"arch": "dcgan", **DCGAN_NETS, "lr": 2e-4, "beta1": 0.5, "batch_size": 64, "epochs": 25.0,
               "r1_weight": 0.0, "r1_every": 1, "ema_decay": 0.0, "ema_rampup": False, "lr_decay_steps": 0,
@@ -485,8 +488,8 @@ PRESETS: dict[str, dict[str, Any]] = {
 # One line per preset for --help (docs/usage.md lists every value).
 PRESET_SUMMARIES = {
     "tutorial": "the seed tutorial's GAN exactly (MLP, Adam 2e-4, betas 0.9/0.999, batch 64, 25 epochs, no more)",
-    "mlp": "the MLP's measured recipe, today's defaults pinned by name (lazy R1, beta1 0.5, EMA, lr decay; 30 epochs)",
-    "best": "the same recipe 3.6x longer (107 epochs, ~13 min on 2 CPU cores): the best measured",
+    "mlp": "the MLP's measured recipe, today's defaults pinned by name (lazy R1, beta1 0.5, EMA; 30 epochs)",
+    "best": "the same recipe 3.6x longer with a linear lr decay to 0 (107 epochs, ~13 min on 2 CPU cores)",
     "dcgan": "Radford et al.'s DCGAN (64 channels, BatchNorm, beta1 0.5), no R1/EMA/decay, 25 epochs",
 }
 

@@ -178,9 +178,11 @@ class _StopFlag:
         return self
 
     def _handle(self, signum, frame) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = signal.Signals(signum).name
+        name = signal.Signals(signum).name
+        if self.requested:  # one line, not KeyboardInterrupt's traceback; checkpoints are atomic, so none is torn
+            raise UserError(f"a second {name} after {self.requested}: stopped at once, without the checkpoint the "
+                            f"first asked for; --resume continues from the newest checkpoint in the run folder")
+        self.requested = name
 
     def __exit__(self, *exc) -> None:
         for sig, old in self._old.items():

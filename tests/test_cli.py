@@ -21,6 +21,8 @@ from safetensors.numpy import load_file
 
 from gan_common.checkpoints import write_manifest
 from gan_common.config import Config
+from gan_common.errors import UserError
+from gan_common.loop import _StopFlag
 
 BACKENDS = ("gan_jax", "gan_torch")
 # Tiny nets (the defaults are 256,512 and 512,256): these tests check the CLI's wiring and files, not what G learns.
@@ -378,3 +380,14 @@ def test_epochs_are_fresh_permutations_and_drop_the_partial_batch(backend):
             assert len(set(seen)) == 15 * 64  # each image at most once per epoch
             epochs.append(seen)
         assert epochs[0] != epochs[1]  # a fresh order each epoch
+
+
+def test_a_second_signal_stops_at_once_in_one_line():
+    """The first Ctrl-C / SIGTERM asks for a checkpoint; a second one while it is written stops at once, with one
+    error line (not KeyboardInterrupt's traceback, which a second SIGTERM used to print)."""
+    flag = _StopFlag()
+    flag._handle(signal.SIGTERM, None)
+    assert flag.requested == "SIGTERM"
+    with pytest.raises(UserError, match="^a second SIGINT after SIGTERM: stopped at once") as e:
+        flag._handle(signal.SIGINT, None)
+    assert "\n" not in str(e.value)

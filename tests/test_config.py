@@ -52,10 +52,12 @@ def test_defaults_are_the_measured_recipe():
     assert (c.loss, c.g_loss, c.lr, c.beta1, c.beta2, c.adam_eps, c.batch_size) == (
         "gan", "non_saturating", 2e-4, 0.5, 0.999, 1e-8, 64)
     assert (c.r1_weight, c.r1_every, c.ema_decay, c.ema_rampup, c.lr_decay_steps, c.augment) == (
-        5.0, 4, 0.999, True, -1, "")
+        5.0, 4, 0.999, True, 0, "")
     assert (c.g_channels, c.d_channels, c.d_norm, c.dataset) == (64, 64, "spectral", "mnist")  # --arch dcgan's
     assert c.total_steps(60000) == round(c.epochs * 937)  # epochs count whole batches only: 60000 // 64 = 937
-    assert c.with_run_length(5000).lr_decay_steps == 5000  # -1: the decay ends at the run's last step
+    assert c.with_run_length(5000) == c  # no decay: nothing to settle
+    best, _ = parse("--preset", "best")  # -1: the decay ends at the run's last step
+    assert best.with_run_length(5000).lr_decay_steps == 5000
 
 
 def test_the_tutorial_preset_is_the_seed_spec():

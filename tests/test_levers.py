@@ -256,8 +256,8 @@ def test_jax_draws_are_a_function_of_key_and_step_fed_by_the_fused_loop():
 def test_levers_flags_and_bad_values_are_one_clear_line():
     c, _ = parse_args(["--preset", "tutorial"], "t", "t")
     assert (c.g_lr, c.d_lr, c.lr_decay_steps, c.ema_rampup, c.r1_every, c.augment) == (0.0, 0.0, 0, False, 1, "")
-    c, _ = parse_args([], "t", "t")  # the default recipe: EMA with its warm-up, decay over the run's length
-    assert (c.g_lr, c.d_lr, c.lr_decay_steps, c.ema_rampup, c.r1_every, c.augment) == (0.0, 0.0, -1, True, 4, "")
+    c, _ = parse_args([], "t", "t")  # the default recipe: EMA with its warm-up, lazy R1, no decay
+    assert (c.g_lr, c.d_lr, c.lr_decay_steps, c.ema_rampup, c.r1_every, c.augment) == (0.0, 0.0, 0, True, 4, "")
     assert parse_args(["--ema-decay", "0"], "t", "t")[0].ema_rampup  # harmless without an EMA: no refusal
     c, _ = parse_args(["--g-lr", "1e-4", "--d-lr", "4e-4", "--lr-decay-steps", "600", "--steps", "600",
                        "--ema-decay", "0.99", "--no-ema-rampup", "--r1-weight", "1", "--r1-every", "4",
