@@ -68,8 +68,12 @@ def layer_gemms(config: Config) -> dict[str, list[tuple[int, int, int]]]:
     return {"g": g, "d": d + [(1, start * dw[-1], 1)]}  # D's fc: the logit
 
 
-def arch_config(arch: str, **fields) -> Config:
-    """The benchmarks' config of --arch: the seed's MLP (Config.tutorial), or the dcgan preset's (beta1 0.5)."""
+def arch_config(arch: str, recipe: str = "tutorial", **fields) -> Config:
+    """The benchmarks' config of --arch: the seed's MLP (Config.tutorial), or the dcgan preset's (beta1 0.5).
+    recipe "default" (the MLP only): today's defaults, the MLP with lazy R1 and the EMA of G (--preset mlp's step;
+    --preset best's adds only its lr schedule)."""
+    if recipe == "default":
+        return Config(**fields)
     return Config.tutorial(**{**(PRESETS["dcgan"] if arch == "dcgan" else {}), **fields})
 
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The step-throughput suite on one CUDA machine, in a few minutes; writes JSON, PNG, Markdown and the log:
 # the MLP and the DCGAN (both backends, every variant, float32 and bf16; the DCGAN's JAX rows with XLA's
-# convolutions, auto on a GPU, and the custom CPU ones), data-parallel scaling over all visible GPUs for both,
+# convolutions, auto on a GPU, and the custom CPU ones), the default recipe's MLP step, data-parallel scaling over all visible GPUs for both,
 # and time to quality of the best preset and the default in both backends.
 # Installs nothing: run it from any directory, inside an environment that already has jax[cuda], a CUDA
 # build of torch and this repository's dependencies.
@@ -59,6 +59,12 @@ python -m benchmarks.step_throughput --arch dcgan --conv-impls auto,custom \
   --matmul-precision "$precision" --precisions float32,bf16 \
   --json "$out/step_throughput_dcgan.json" --plot "$out/step_throughput_dcgan.png" \
   --markdown "$out/step_throughput_dcgan.md" \
+  ${extra[@]+"${extra[@]}"} 2>&1 | tee -a "$out/log.txt"
+# The default recipe's step (the MLP with lazy R1 and the EMA of G; --preset mlp and best): eager and tuned torch.
+python -m benchmarks.step_throughput --recipe default --batch-sizes 64,256,4096,65536 \
+  --repeats 5 --min-time 0.1 --matmul-precision "$precision" \
+  --json "$out/step_throughput_recipe.json" --plot "$out/step_throughput_recipe.png" \
+  --markdown "$out/step_throughput_recipe.md" \
   ${extra[@]+"${extra[@]}"} 2>&1 | tee -a "$out/log.txt"
 # Data-parallel scaling over this machine's GPUs (1, 2, 4, ... all); one GPU gives the 1-device rows.
 python -m benchmarks.scaling --batch-sizes 1024,16384 \

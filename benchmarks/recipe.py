@@ -50,6 +50,9 @@ ROWS: dict[str, tuple[str, list[str], str]] = {
     "no_ema": ("gan_jax", ["--lr-decay-steps", "-1", "--ema-decay", "0"], "decay, without the EMA of G"),
     "beta1_0.9": ("gan_jax", ["--lr-decay-steps", "-1", "--beta1", "0.9"], "decay, with Adam beta1 0.9 (the seed's)"),
     "no_decay": ("gan_jax", [], "constant learning rates: today's default, run side by side with the ablations"),
+    # The EMA's own ablation at the default's constant learning rates (no_ema above undid it on the decay base).
+    "no_decay_no_ema": ("gan_jax", ["--ema-decay", "0"], "today's default without the EMA of G"),
+    "best_no_decay": ("gan_jax", ["--preset", "best", "--lr-decay-steps", "0"], "best at constant learning rates"),
 }
 SHOWN = ("fid", "classes_covered", "class_kl", "precision", "recall", "c2st_accuracy", "train_wall_s")
 
@@ -82,15 +85,16 @@ def _run_one(name: str, seed: int, args, slot: int) -> dict:
     if os.path.exists(done):
         return json.load(open(done))
     env = dict(os.environ)
-    if args.workers > 1:  # each run on a core of its own, single-threaded: their sum of work is what is compared
+    at_once = args.workers + args.beside  # runs on the machine at once
+    if at_once > 1:  # each run on a core of its own, single-threaded: their sum of work is what is compared
         env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false").strip()
         env["OMP_NUM_THREADS"] = "1"
     shutil.rmtree(out, ignore_errors=True)  # an unfinished earlier attempt
     load = load_avg()
     t = time.perf_counter()
     cmd = train_argv(name, args, seed, out)
-    if args.workers > 1 and hasattr(os, "sched_setaffinity"):
-        cmd = ["taskset", "-c", str(slot % os.cpu_count()), *cmd]
+    if at_once > 1 and hasattr(os, "sched_setaffinity"):
+        cmd = ["taskset", "-c", str((args.first_core + slot) % os.cpu_count()), *cmd]
     with open(out + ".log", "w") as log:
         subprocess.run(cmd, check=True, env=env, stdout=log, stderr=subprocess.STDOUT)
     wall = time.perf_counter() - t
@@ -102,7 +106,7 @@ def _run_one(name: str, seed: int, args, slot: int) -> dict:
     fid_key = next(k for k in metrics if k.startswith("fid_"))
     rows = read_metrics(os.path.join(out, "metrics.jsonl"))
     curve = [(r["step"], r["elapsed_s"], r[fid_key]) for r in rows if fid_key in r]
-    row = {"name": name, "seed": seed, "argv": cmd, "workers": args.workers, "load_before": load,
+    row = {"name": name, "seed": seed, "argv": cmd, "workers": at_once, "load_before": load,
            "train_wall_s": wall, "steps": rows[-1]["step"], "fid": metrics[fid_key], "fid_key": fid_key,
            **{k: v for k, v in metrics.items() if k != fid_key}, "curve": curve}
     json.dump(row, open(done, "w"), indent=1)
@@ -147,12 +151,15 @@ def plot(rows: list[dict], names: list[str], path: str) -> None:
     fig = Figure(figsize=(7, 4.5))
     ax = fig.add_subplot()
     colours = dict(zip(names, ("C0", "C1", "C2", "C3", "C4", "C5", "C6"), strict=False))
+    labels = {"default": "default (= --preset mlp)", "best_torch": "best, gan_torch", "default_torch":
+              "default, gan_torch", "tutorial_budget": "tutorial, more than the default's time"}
     for r in rows:
         if r["name"] not in colours or r["workers"] != 1:
             continue
         steps, elapsed, fid = zip(*r["curve"], strict=True)
         ax.plot(elapsed, fid, color=colours[r["name"]], marker=".", alpha=0.8,
-                label=r["name"] if r["seed"] == min(x["seed"] for x in rows if x["name"] == r["name"]) else None)
+                label=labels.get(r["name"], r["name"])
+                if r["seed"] == min(x["seed"] for x in rows if x["name"] == r["name"]) else None)
     ax.set_yscale("log")
     ax.set_xlabel("wall-clock seconds of the train command (compile included)")
     ax.set_ylabel("FID (2,000 samples, --eval-every)")
@@ -185,8 +192,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--seeds", default="0,1,2", help="comma-separated run seeds")
     p.add_argument("--workers", type=int, default=1, help="runs at once, each pinned to one core, single-threaded "
                    "(> 1: quality by steps only; the wall times are then not results)")
+    p.add_argument("--beside", type=int, default=0, help="runs of another invocation on the machine at the same "
+                   "time: this one's then run single-threaded and pinned too, and count as quality only")
+    p.add_argument("--first-core", type=int, default=0, help="the core of this invocation's first pinned run (with "
+                   "--beside: cores of its own)")
     p.add_argument("--out", default="runs/recipe", help="folder of the runs")
-    p.add_argument("--eval-every", type=int, default=1000, help="steps between the FID points of the curve")
+    p.add_argument("--eval-every", type=int, default=4000, help="steps between the FID points of the curve")
     p.add_argument("--num-samples", type=int, default=10000, help="samples scored per final generator")
     p.add_argument("--c2st", action="store_true", help="also score the classifier two-sample test (seconds)")
     p.add_argument("--budget-epochs", default="tutorial_budget=50",
@@ -194,7 +205,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--report", action="store_true", help="print the tables of what --out holds and write the plot")
     p.add_argument("--json", default="", help="--report: also write every row here")
     p.add_argument("--plot", default="", help="--report: FID against wall clock (PNG) of the timed rows")
-    p.add_argument("--plot-rows", default="default,best,tutorial_budget,tutorial,default_torch",
+    p.add_argument("--plot-rows", default="default,best,best_torch,tutorial_budget,tutorial,default_torch",
                    help="--report: the plot's rows")
     p.add_argument("--target", type=float, default=20.0, help="--report: the FID whose time to reach is tabled")
     args = p.parse_args(argv)

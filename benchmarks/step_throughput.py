@@ -3,6 +3,7 @@
     python -m benchmarks.step_throughput                         # CPU sweep 1,64,256,1024,4096 (GPU adds 16384,65536)
     python -m benchmarks.step_throughput --batch-sizes 64 --variants fused,eager --json out.json --plot out.png
     python -m benchmarks.step_throughput --arch dcgan           # the DCGAN (dcgan preset): CPU sweep 64,256, K 10
+    python -m benchmarks.step_throughput --recipe default --batch-sizes 64,256   # the default recipe's step (R1, EMA)
 
 Variants (rows are `backend` x `variant` x batch size):
   jax   step         jit(train_step), one step per call, x/z_d/z_g fed as numpy from the host each call
@@ -83,6 +84,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n", 1)[1])
     p.add_argument("--arch", choices=ARCHS, default="mlp",
                    help="the nets: mlp (default) or dcgan (the dcgan preset's: --arch dcgan --beta1 0.5)")
+    p.add_argument("--recipe", choices=("tutorial", "default"), default="tutorial",
+                   help="--arch mlp: the step timed: tutorial (the seed's GAN step; the tables' rows) or default "
+                        "(today's default recipe: lazy R1, gamma 5 every 4th D update, and the EMA of G; the step of "
+                        "--preset mlp and best). FLOP rates count the plain step's products only")
     p.add_argument("--conv-impls", type=_conv_impls, default=("auto",),
                    help="--arch dcgan: comma list of auto, xla, custom (gan_jax's --conv-impl): fused rows for each; "
                         "rows of a named one end +xla / +custom (default auto: custom on CPUs, xla on GPUs)")
@@ -119,6 +124,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     for name, default in defaults.items():
         if getattr(args, name) is None:
             setattr(args, name, QUICK[name] if args.quick and name in QUICK else default)
+    if args.recipe != "tutorial" and args.arch != "mlp":
+        p.error("--recipe default is the MLP's recipe; with --arch dcgan leave --recipe out")
     if args.repeats < 1 or args.warmup < 0 or args.min_time < 0:
         p.error("--repeats must be >= 1, --warmup >= 0, --min-time >= 0")
     return args

@@ -136,6 +136,16 @@ def variant_specs(batch: int, config: Config, images_u8: np.ndarray, variants: S
     return specs, note
 
 
+def default_variants(on_gpu: bool, dcgan: bool, recipe: str) -> list[str]:
+    """Every variant the device and the nets support. The default recipe's R1 is a double backward, which
+    torch.compile's AOTAutograd does not support (it raises, after years of silently wrong second derivatives:
+    pytorch/pytorch#91469, #92348), on every 4th step only, which a captured CUDA graph (one fixed step) cannot
+    replay: its torch rows are eager and tuned."""
+    return [v for v in ALL_VARIANTS if (on_gpu or v not in torch_runners.CUDA_ONLY)
+            and (dcgan or v not in torch_runners.CONV_ONLY)
+            and (recipe == "tutorial" or not v.startswith(("compiled", "cuda_graph")))]
+
+
 def run(args) -> dict:
     """The whole benchmark; returns {'header', 'flops', 'rows', 'ratios'} (also what --json writes)."""
     t_start = time.perf_counter()
@@ -153,11 +163,10 @@ def run(args) -> dict:
     sizes = {(False, False): CPU_BATCH_SIZES, (True, False): GPU_BATCH_SIZES,
              (False, True): DCGAN_CPU_BATCH_SIZES, (True, True): DCGAN_GPU_BATCH_SIZES}
     batch_sizes = args.batch_sizes or sizes[on_gpu, dcgan]
-    variants = args.variants or [v for v in ALL_VARIANTS if (on_gpu or v not in torch_runners.CUDA_ONLY)
-                                 and (dcgan or v not in torch_runners.CONV_ONLY)]
+    variants = args.variants or default_variants(on_gpu, dcgan, args.recipe)
     if args.max_images_per_call is None:
         args.max_images_per_call = 2**21 if on_gpu else DCGAN_CPU_MAX_IMAGES if dcgan else 16384
-    config = flops_lib.arch_config(args.arch, **(QUICK_CONFIG[args.arch] if args.quick else {}))
+    config = flops_lib.arch_config(args.arch, args.recipe, **(QUICK_CONFIG[args.arch] if args.quick else {}))
 
     header = machine_header()
     header["precision"] = set_matmul_precision(args.matmul_precision)
@@ -166,7 +175,9 @@ def run(args) -> dict:
                           "max_images_per_call": args.max_images_per_call, "quick": args.quick,
                           "precisions": list(args.precisions),
                           "model": ({"arch": "mlp", "latent_dim": config.latent_dim, "g_hidden": config.g_hidden,
-                                     "d_hidden": config.d_hidden} if not dcgan else
+                                     "d_hidden": config.d_hidden, "recipe": args.recipe, "beta1": config.beta1,
+                                     "r1_weight": config.r1_weight, "r1_every": config.r1_every,
+                                     "ema_decay": config.ema_decay} if not dcgan else
                                     {"arch": "dcgan", "latent_dim": config.latent_dim, "beta1": config.beta1,
                                      "g_channels": config.g_channels, "d_channels": config.d_channels,
                                      "conv_impls": list(args.conv_impls),

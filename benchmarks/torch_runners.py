@@ -11,6 +11,8 @@ scale + noise + both updates.
   tuned        the same maths with fused Adam, gradients from torch.autograd.grad (only the
                tensors asked for: no D weight grads in G's step), no zero_grad pass; one D call
                on [real; fake] where BatchNorm allows (the MLP, the DCGAN without --d-norm batch).
+               With the default recipe's levers (--recipe default): R1 from that one call's real
+               logits (no second D call), and the reference's EMA update.
   tuned_cl     `tuned` with the convolution weights in channels_last memory format (--arch dcgan
                only): the activations already are (the nets permute NHWC images to NCHW views),
                so oneDNN's kernels get NHWC operands throughout, no weight reorders.
@@ -30,9 +32,10 @@ import numpy as np
 import torch
 
 from benchmarks import flops as flops_lib
+from gan_common import schedules
 from gan_common.config import Config
 from gan_torch import losses
-from gan_torch.step import Gan, TrainState, create, scale_images, train_step
+from gan_torch.step import Gan, TrainState, create, init_ema, scale_images, train_step, update_ema
 
 VARIANTS = ("eager", "tuned", "tuned_cl", "compiled", "compiled_ro", "cuda_graph")
 CONV_ONLY = ("tuned_cl",)  # variants that differ from `tuned` only for convolutions
@@ -111,6 +114,15 @@ class TunedStep:
         impl = adam_impl(device) if impl is None else impl  # e.g. {"fused": True} or {"foreach": True}
         kw = dict(lr=config.lr, betas=(config.beta1, config.beta2), eps=config.adam_eps, **impl)
         self.g_opt, self.d_opt = torch.optim.Adam(self.g_params, **kw), torch.optim.Adam(self.d_params, **kw)
+        # The default recipe's levers (benchmarks.step_throughput --recipe default): lazy R1 and the EMA of G.
+        unsupported = [f for f in ("augment", "conditional", "g_lr", "d_lr", "lr_decay_steps") if getattr(config, f)]
+        if config.loss != "gan" or config.n_critic != 1:
+            unsupported.append(f"--loss {config.loss} --n-critic {config.n_critic}")
+        if unsupported:
+            raise ValueError(f"the tuned torch step does the tutorial's step with R1 and the EMA only, not "
+                             f"{', '.join(unsupported)}")
+        self.config, self.step_count = config, 0
+        self.ema = init_ema(config, self.G)
 
     def __call__(self, x: torch.Tensor, z_d: torch.Tensor, z_g: torch.Tensor) -> torch.Tensor:
         batch = x.shape[0]
@@ -118,12 +130,19 @@ class TunedStep:
             fake_d = self.G(z_d)  # (B, 28, 28, 1); no G backward in D's step
 
         # Update D: maximise log D(x) + log(1 - D(G(z_d))), one D call on [real; fake] where BatchNorm allows.
+        config = self.config
+        r1_now = config.r1_weight and schedules.r1_due(self.step_count, 1, 0, config.r1_every)
+        if r1_now:
+            x = x.detach().requires_grad_(True)  # R1 differentiates D at the real images
         if self.separate_d:  # D's BatchNorm normalises each batch by its own statistics, as the reference
             real_logits, fake_logits = self.D(x), self.D(fake_d)  # (B,), (B,)
         else:
             logits = self.D(torch.cat([x, fake_d]))  # (2B,)
             real_logits, fake_logits = logits[:batch], logits[batch:]
         d_loss = losses.d_loss_fn(real_logits, fake_logits)
+        if r1_now:  # the reference calls D again on x; the real rows' logits of the one call give the same gradient
+            (grad_x,) = torch.autograd.grad(real_logits.sum(), x, create_graph=True)  # (B, H, W, C)
+            d_loss = d_loss + config.r1_weight * config.r1_every / 2 * grad_x.square().flatten(1).sum(1).mean()
         for p, g in zip(self.d_params, torch.autograd.grad(d_loss, self.d_params), strict=True):
             p.grad = g  # replaces, never accumulates: no zero_grad pass
         self.d_opt.step()
@@ -133,6 +152,9 @@ class TunedStep:
         for p, g in zip(self.g_params, torch.autograd.grad(g_loss, self.g_params), strict=True):
             p.grad = g
         self.g_opt.step()
+        if self.ema is not None:
+            update_ema(self.ema, self.G, *schedules.ema_weights(self.step_count, config.ema_decay, config.ema_rampup))
+        self.step_count += 1
 
         with torch.no_grad():
             return torch.stack([d_loss, g_loss, torch.sigmoid(real_logits).mean(), torch.sigmoid(fake_logits).mean()])
@@ -245,6 +267,9 @@ def _cuda_graph_runner(config: Config, data_u8: torch.Tensor, warmup: int = 3) -
     The `warmup` steps before capture are real training steps; the benchmark's own warm-up follows.
     """
     device = data_u8.device
+    if config.r1_weight or config.ema_decay:
+        raise ValueError("cuda_graph replays one captured step, but R1 every k-th step and the EMA's warm-up change "
+                         "from step to step (time the default recipe with tuned)")
     # capturable: Adam's step counts live on the device, so a replay advances them without the host.
     step = TunedStep(config, device, impl={**adam_impl(device), "capturable": True})
     batches = Batches(data_u8, config.batch_size, config.latent_dim)

@@ -183,6 +183,7 @@ def fed(request, mnist, mnist_labels):
     return adapter.name, cond, plain
 
 
+@pytest.mark.slow  # make test only: the real loops, both backends (the fast tier's 2-minute budget)
 def test_backends_feed_the_real_labels_and_uniform_fresh_fake_classes(fed, mnist, mnist_labels):
     _, (xs, z_ds, z_gs, y_reals, y_ds, y_gs), _ = fed
     b = FED_CONFIG.batch_size
@@ -203,6 +204,7 @@ def test_backends_feed_the_real_labels_and_uniform_fresh_fake_classes(fed, mnist
     assert abs(np.corrcoef(y_ds.ravel(), y_reals.ravel())[0, 1]) <= 5 / np.sqrt(n)
 
 
+@pytest.mark.slow  # make test only: the real loops, both backends (the fast tier's 2-minute budget)
 def test_conditional_runs_draw_the_unconditional_runs_images_and_noise(fed):
     """The labels come from a stream of their own: the data order is (seed, epoch)'s in both backends;
     JAX's noise is (key, step)'s, the same as without labels at every step; torch draws a step's

@@ -62,7 +62,11 @@ CASES = {
     "dcgan_spectral": (["--arch", "dcgan", "--g-channels", "8", "--d-channels", "8", "--d-norm", "spectral"],
                        3e-4, None),
 }
-TORCH_CASES = list(CASES)
+# Under DDP, torch's spectral norm is its own parametrization fed the same weights on every rank, and
+# gan_torch's GlobalBatchNorm2d is covered by the dcgan case, so dcgan_spectral runs in JAX only, whose
+# sharded step is XLA's partitioning of the whole program, power iteration included. (Its torch run took
+# 17 s of the suite's wall clock, three processes at once.)
+TORCH_CASES = [case for case in CASES if case != "dcgan_spectral"]
 
 
 def _env(**extra: str) -> dict:

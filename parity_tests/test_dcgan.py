@@ -72,6 +72,7 @@ def test_batch_norm_running_statistics_follow_torch():
     np.testing.assert_allclose(out_j, (x - want_mean) / np.sqrt(want_var + 1e-5), atol=1e-5)
 
 
+@pytest.mark.slow  # make test only: the 28-pixel forward tests are in the fast tier
 def test_32x32_colour_images_forward_in_both_modes():
     config = dataclasses.replace(DCGAN, dataset="cifar10")  # (32, 32, 3) images; the nets are built for its shape
     assert config.image_shape == (32, 32, 3)

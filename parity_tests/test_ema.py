@@ -112,6 +112,7 @@ def test_backend_and_loaders_sample_from_the_ema(adapter, mnist, tmp_path):
 DCGAN_EMA = dataclasses.replace(next(s.config for s in SPECS if s.name == "dcgan_small"), ema_decay=DECAY)
 
 
+@pytest.mark.slow  # make test only: the MLP's sampling from the EMA is in the fast tier (above)
 @pytest.mark.parametrize("adapter", ADAPTERS, ids=[a.name for a in ADAPTERS])
 def test_dcgan_ema_samples_with_gs_running_statistics(adapter, mnist, tmp_path):
     """The EMA averages parameters only: a BatchNorm G samples (eval mode) with the EMA's weights and G's live

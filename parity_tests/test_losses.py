@@ -220,6 +220,7 @@ def test_one_step_losses_and_gradients_agree(spec, mnist):
 NUM_STEPS = 100
 
 
+@pytest.mark.slow  # make test only: the fast tier keeps every loss's one-step parity above; these are trajectories
 @pytest.mark.parametrize("spec", LOSS_SPECS, ids=SPEC_IDS)
 def test_float64_runs_are_the_same_run(spec, mnist):
     """100 real steps (n_critic D updates each) in float64 from the same weights and inputs: the same run.
