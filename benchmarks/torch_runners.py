@@ -123,6 +123,9 @@ class TunedStep:
                              f"{', '.join(unsupported)}")
         self.config, self.step_count = config, 0
         self.ema = init_ema(config, self.G)
+        # Only these levers read the step number: without them the step keeps no Python counter, which
+        # torch.compile (the compiled variants) would otherwise guard on and recompile for at every step.
+        self.counts_steps = bool(config.r1_weight) or self.ema is not None
 
     def __call__(self, x: torch.Tensor, z_d: torch.Tensor, z_g: torch.Tensor) -> torch.Tensor:
         batch = x.shape[0]
@@ -154,7 +157,8 @@ class TunedStep:
         self.g_opt.step()
         if self.ema is not None:
             update_ema(self.ema, self.G, *schedules.ema_weights(self.step_count, config.ema_decay, config.ema_rampup))
-        self.step_count += 1
+        if self.counts_steps:
+            self.step_count += 1
 
         with torch.no_grad():
             return torch.stack([d_loss, g_loss, torch.sigmoid(real_logits).mean(), torch.sigmoid(fake_logits).mean()])
