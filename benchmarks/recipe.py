@@ -61,6 +61,7 @@ ROWS: dict[str, tuple[str, list[str], str]] = {
     "augment": ("gan_jax", ["--augment", "translation,cutout"], "the default with DiffAugment translation,cutout"),
     "augment_translation": ("gan_jax", ["--augment", "translation"], "the default with DiffAugment translation only"),
     "beta2_0.99": ("gan_jax", ["--beta2", "0.99"], "the default with Adam beta2 0.99"),
+    "default_beta2": ("gan_jax", ["--beta2", "0.99"], "beta2_0.99 timed alone: the candidate default"),
     "batch_128": ("gan_jax", ["--batch-size", "128"], "the default at batch 128 (same 30 epochs, half the steps)"),
 }
 SHOWN = ("fid", "classes_covered", "class_kl", "precision", "recall", "c2st_accuracy", "train_wall_s")
