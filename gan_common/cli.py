@@ -99,7 +99,7 @@ class TrainHelpFormatter(argparse.RawDescriptionHelpFormatter, HelpFormatter):
 def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
     examples = (
         "examples:\n"
-        "  # the best recipe measured (benchmarks/QUALITY.md): the default's, 3.6x longer\n"
+        "  # the best recipe measured (benchmarks/QUALITY.md): the default's with D 2x wider, 2x longer\n"
         f"  {prog} --preset best --out-dir runs/best\n"
         "  # a new run from that one's config.json, with another seed\n"
         f"  {prog} --config runs/best/config.json --seed 1 --out-dir runs/best_seed1\n"

@@ -44,7 +44,7 @@ def test_a_preset_sets_its_flags_and_typed_flags_override_it(name):
 
 def test_defaults_are_the_measured_recipe():
     """No flags: the recipe benchmarks/QUALITY.md measured (the seed's MLP with lazy R1, beta1 0.5, an EMA of G
-    with its warm-up, and the learning rates decaying to 0 over the run)."""
+    with its warm-up, at constant learning rates); --preset best's changes from them."""
     c, given = parse()
     assert given == set() and c.preset == ""
     assert (c.arch, c.latent_dim, c.g_hidden_sizes, c.d_hidden_sizes, c.leaky_slope) == (
@@ -58,6 +58,9 @@ def test_defaults_are_the_measured_recipe():
     assert c.with_run_length(5000) == c  # no decay: nothing to settle
     best, _ = parse("--preset", "best")  # -1: the decay ends at the run's last step
     assert best.with_run_length(5000).lr_decay_steps == 5000
+    # best: the default's recipe with D twice as wide, 60 epochs (benchmarks/QUALITY.md)
+    assert (best.d_hidden_sizes, best.g_hidden_sizes, best.total_steps(60000)) == ((1024, 512), (256, 512), 60 * 937)
+    assert dataclasses.replace(best, d_hidden="512,256", epochs=c.epochs, lr_decay_steps=0, preset="") == c
 
 
 def test_the_tutorial_preset_is_the_seed_spec():
