@@ -234,7 +234,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--report", action="store_true", help="print the tables of what --out holds and write the plot")
     p.add_argument("--json", default="", help="--report: also write every row here")
     p.add_argument("--plot", default="", help="--report: FID against wall clock (PNG) of the timed rows")
-    p.add_argument("--plot-rows", default="default,best,best_107,best_107_torch,tutorial_budget",
+    p.add_argument("--plot-rows", default="default,best,best_torch,best_107,best_107_torch,tutorial_budget",
                    help="--report: the plot's rows")
     p.add_argument("--target", type=float, default=20.0, help="--report: the FID whose time to reach is tabled")
     args = p.parse_args(argv)
